@@ -137,6 +137,9 @@ func (p *Projector) runOnce(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", bus.KeysStream, err)
 	}
 	defer it.Stop()
+	// Next waits up to a second; stop it as soon as ctx ends instead.
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	p.log.Info("key projector started", "from_seq", start+1)
 
 	var batch []jetstream.Msg

@@ -1,0 +1,144 @@
+// Package dev is `tollgate dev`: the whole system in one process for a
+// laptop or a demo, with NATS JetStream embedded and PostgreSQL and ClickHouse
+// started as child processes with their data under one directory.
+package dev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/localdb"
+	"github.com/tollgate/tollgate/services/admin"
+)
+
+// Run starts everything, prints where it is, and stops it all when ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("dev config: %w", err)
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+	stopCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	}
+
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(dataDir, "nats")})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	cfg.Admin.NATSURL = ns.ClientURL()
+
+	clickhouseAddr := "(not started)"
+	if cfg.StartDatabases {
+		pg, err := localdb.StartPostgres(ctx, localdb.PostgresConfig{Dir: filepath.Join(dataDir, "postgres"), Port: cfg.PostgresPort, Fsync: true, Logger: log})
+		if err != nil {
+			return fmt.Errorf("start postgres: %w", err)
+		}
+		cleanups = append(cleanups, func() { c, cancel := stopCtx(); defer cancel(); pg.Stop(c) })
+		if err := pg.CreateDatabase(ctx, "tollgate"); err != nil {
+			return err
+		}
+		cfg.Admin.PostgresDSN = pg.DSN("tollgate")
+
+		ch, err := localdb.StartClickHouse(ctx, localdb.ClickHouseConfig{Dir: filepath.Join(dataDir, "clickhouse"), TCPPort: cfg.ClickHousePort, HTTPPort: cfg.ClickHousePort + 1, Logger: log})
+		if err != nil {
+			return fmt.Errorf("start clickhouse: %w", err)
+		}
+		cleanups = append(cleanups, func() { c, cancel := stopCtx(); defer cancel(); ch.Stop(c) })
+		clickhouseAddr = ch.Addr()
+	}
+
+	if cfg.Admin.Pepper == "" {
+		if cfg.Admin.Pepper, err = fileSecret(filepath.Join(dataDir, "pepper")); err != nil {
+			return err
+		}
+	}
+	tokenFile := filepath.Join(dataDir, "admin-token")
+	if cfg.Admin.AdminToken == "" {
+		if cfg.Admin.AdminToken, err = fileSecret(tokenFile); err != nil {
+			return err
+		}
+	} else if err := os.WriteFile(tokenFile, []byte(cfg.Admin.AdminToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+
+	adm, err := admin.New(ctx, cfg.Admin, log.With("role", "admin"))
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, adm.Close)
+
+	fmt.Fprintf(out, `
+Tollgate dev is running (Ctrl-C stops everything it started).
+
+  admin API   http://%s   (Connect, gRPC, gRPC-Web and REST /api-internal/v1/api-keys)
+  NATS        %s   (JetStream data in %s)
+  PostgreSQL  %s
+  ClickHouse  %s
+  admin token %s   (export TOLLGATE_ADMIN_TOKEN=$(cat %s))
+
+Create a first key:
+  export TOLLGATE_ADMIN_TOKEN=$(cat %s)
+  go run ./services/tollgate keys create --name first --limit spend:day:10 --rpm 60
+
+`, adm.Addr(), ns.ClientURL(), filepath.Join(dataDir, "nats"), redactDSN(cfg.Admin.PostgresDSN), clickhouseAddr,
+		tokenFile, tokenFile, tokenFile)
+	return adm.Run(ctx)
+}
+
+// fileSecret reads a secret kept in path, or makes one and keeps it there, so
+// a second `make dev` finds the same pepper (old keys keep working) and token.
+func fileSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(data)); s != "" {
+			return s, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// redactDSN drops a password from a connection URL before it is printed.
+func redactDSN(dsn string) string {
+	if at := strings.LastIndex(dsn, "@"); at > 0 {
+		if scheme := strings.Index(dsn, "://"); scheme > 0 && scheme < at {
+			user := dsn[scheme+3 : at]
+			if name, _, hasPw := strings.Cut(user, ":"); hasPw {
+				return dsn[:scheme+3] + name + ":***" + dsn[at:]
+			}
+		}
+	}
+	return dsn
+}
