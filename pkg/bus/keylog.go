@@ -73,3 +73,12 @@ func IsWrongLastSequence(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
+
+// LastSequence is the sequence of the newest event in the KEYS stream.
+func (l *KeyLog) LastSequence(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read %s stream info: %w", KeysStream, err)
+	}
+	return info.State.LastSeq, nil
+}

@@ -56,6 +56,9 @@ func startTestServer(t *testing.T, cfg Config) *testServer {
 	ts := &testServer{t: t, cfg: cfg, srv: srv, url: "http://" + srv.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { ts.done <- srv.Run(ctx) }()
 	t.Cleanup(ts.stop)
+	if err := srv.WaitCaughtUp(ctxT(t)); err != nil {
+		t.Fatalf("read model did not catch up: %v", err)
+	}
 	return ts
 }
 

@@ -391,4 +391,3 @@ func TestSecretIsNeverStored(t *testing.T) {
 		}
 	}
 }
-

@@ -35,6 +35,7 @@ type Server struct {
 	nc        *nats.Conn
 	pool      *pgxpool.Pool
 	projector *readmodel.Projector
+	startSeq  uint64 // the KEYS stream's last sequence when this server started
 	listener  net.Listener
 	handler   http.Handler
 }
@@ -79,6 +80,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err != nil {
 		return nil, err
 	}
+	if s.startSeq, err = keyLog.LastSequence(ctx); err != nil {
+		return nil, err
+	}
 	if s.pool, err = pgdb.Open(ctx, cfg.PostgresDSN); err != nil {
 		return nil, err
 	}
@@ -117,11 +121,15 @@ func (s *Server) routes(svc *keyService, authn *auth.Authenticator) http.Handler
 	return mux
 }
 
-// ready answers 200 when NATS and PostgreSQL are reachable.
+// ready answers 200 when NATS and PostgreSQL are reachable and the read model
+// has caught up with the events that existed when the server started.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	var problems []error
+	if pos := s.projector.Position(); pos < s.startSeq {
+		problems = append(problems, fmt.Errorf("read model: catching up (%d of %d)", pos, s.startSeq))
+	}
 	if s.nc.Status() != nats.CONNECTED {
 		problems = append(problems, fmt.Errorf("nats: %s", s.nc.Status()))
 	}
@@ -140,6 +148,12 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 
 // Handler serves the whole admin API (for in-memory tests).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// WaitCaughtUp waits until the read model includes every key event that
+// existed when the server started.
+func (s *Server) WaitCaughtUp(ctx context.Context) error {
+	return s.projector.WaitFor(ctx, s.startSeq)
+}
 
 // Projector is the read model's projector.
 func (s *Server) Projector() *readmodel.Projector { return s.projector }

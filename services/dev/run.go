@@ -62,7 +62,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 		}
 		cfg.Admin.PostgresDSN = pg.DSN("tollgate")
 
-		ch, err := localdb.StartClickHouse(ctx, localdb.ClickHouseConfig{Dir: filepath.Join(dataDir, "clickhouse"), TCPPort: cfg.ClickHousePort, HTTPPort: cfg.ClickHousePort + 1, Logger: log})
+		httpPort := 0 // with a free native port, a free HTTP port too
+		if cfg.ClickHousePort != 0 {
+			httpPort = cfg.ClickHousePort + 1
+		}
+		ch, err := localdb.StartClickHouse(ctx, localdb.ClickHouseConfig{Dir: filepath.Join(dataDir, "clickhouse"), TCPPort: cfg.ClickHousePort, HTTPPort: httpPort, Logger: log})
 		if err != nil {
 			return fmt.Errorf("start clickhouse: %w", err)
 		}
@@ -84,7 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 		return fmt.Errorf("write admin token: %w", err)
 	}
 
-	adm, err := admin.New(ctx, cfg.Admin, log.With("role", "admin"))
+	adm, err := admin.New(ctx, cfg.Admin, log.With("component", "admin"))
 	if err != nil {
 		return err
 	}

@@ -18,10 +18,10 @@ import (
 // keyFlags are the settings flags shared by `keys create` and `keys update`.
 type keyFlags struct {
 	name, description, purpose, prefix, ttl, maskingKey, timeZone string
-	permissions, models, services, notify, thresholds            []string
-	limits, removeLimits                                         []string
-	rpm, maxRequestBytes                                         int64
-	availableImmediately                                         bool
+	permissions, models, services, notify, thresholds             []string
+	limits, removeLimits                                          []string
+	rpm, maxRequestBytes                                          int64
+	availableImmediately                                          bool
 }
 
 func (f *keyFlags) register(fs *pflag.FlagSet, create bool) {
@@ -296,4 +296,3 @@ func keysRotate(ctx context.Context, cl *client, args []string, out io.Writer) e
 	}
 	return cl.printSecret(out, res.Msg.GetKey(), res.Msg.GetSecret())
 }
-
