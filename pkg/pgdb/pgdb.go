@@ -100,4 +100,3 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, component string, fsys fs.
 	}
 	return nil
 }
-
