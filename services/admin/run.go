@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/gen/tollgate/admin/v1/adminv1connect"
 	"github.com/tollgate/tollgate/pkg/auth"
 	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/pgdb"
 	"github.com/tollgate/tollgate/services/admin/internal/readmodel"
@@ -101,18 +102,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		now: time.Now, defaultPrefix: cfg.DefaultPrefix, logger: log}
 	authn := auth.New(auth.Config{BootstrapToken: cfg.AdminToken, DefaultAccount: cfg.DefaultAccount,
 		JWTSecret: []byte(cfg.JWTSecret), JWTPublicKey: pub, Hasher: hasher, Keys: store})
-	s.handler = s.routes(svc, authn)
+	cat, err := catalog.Open(ctx, js, cfg.StreamReplicas)
+	if err != nil {
+		return nil, err
+	}
+	s.handler = s.routes(svc, authn, &catalogHandler{store: cat, auth: authn, log: log, now: time.Now})
 	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("admin listen on %s: %w", cfg.Listen, err)
 	}
 	return s, nil
 }
 
-func (s *Server) routes(svc *keyService, authn *auth.Authenticator) http.Handler {
+func (s *Server) routes(svc *keyService, authn *auth.Authenticator, cat *catalogHandler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(adminv1connect.NewKeyServiceHandler(&keyHandler{svc: svc, auth: authn, log: s.log}))
+	mux.Handle(adminv1connect.NewCatalogServiceHandler(cat))
 	(&restHandler{svc: svc, auth: authn, log: s.log}).register(mux)
-	services := []string{adminv1connect.KeyServiceName}
+	services := []string{adminv1connect.KeyServiceName, adminv1connect.CatalogServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
 	mux.Handle(grpcreflect.NewHandlerV1(grpcreflect.NewStaticReflector(services...)))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(grpcreflect.NewStaticReflector(services...)))

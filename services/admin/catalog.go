@@ -1,0 +1,188 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/tollgate/tollgate/gen/tollgate/admin/v1"
+	"github.com/tollgate/tollgate/gen/tollgate/admin/v1/adminv1connect"
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/auth"
+	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/keys"
+)
+
+// catalogHandler is CatalogService. Only operators change the catalog, and
+// only for the accounts they manage; anyone authenticated may read the
+// models and prices, and the services of accounts they may read.
+type catalogHandler struct {
+	store *catalog.Store
+	auth  *auth.Authenticator
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+var _ adminv1connect.CatalogServiceHandler = (*catalogHandler)(nil)
+
+func callCatalog[Req, Res any](ctx context.Context, h *catalogHandler, req *connect.Request[Req],
+	do func(context.Context, auth.Principal, *Req) (*Res, error)) (*connect.Response[Res], error) {
+	p, err := h.auth.Authenticate(ctx, req.Header())
+	if err == nil {
+		var res *Res
+		if res, err = do(ctx, p, req.Msg); err == nil {
+			return connect.NewResponse(res), nil
+		}
+	}
+	if errors.Is(err, catalog.ErrNotFound) {
+		err = fmt.Errorf("%w: %v", keys.ErrNotFound, err)
+	}
+	return nil, connectError(h.log, req.Spec().Procedure, err)
+}
+
+// mayManage checks that p is an operator who may change account's services.
+func mayManage(p auth.Principal, serviceID string) error {
+	acct, _, ok := catalog.SplitServiceID(serviceID)
+	if !ok {
+		return nil // validation reports the malformed id
+	}
+	if p.Kind == auth.APIKey {
+		return fmt.Errorf("%w: only operators change the catalog", auth.ErrForbidden)
+	}
+	if !p.MayWrite(acct) {
+		return fmt.Errorf("%w: account %q is not yours", auth.ErrForbidden, acct)
+	}
+	return nil
+}
+
+func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[adminv1.PutServiceRequest]) (*connect.Response[adminv1.PutServiceResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutServiceRequest) (*adminv1.PutServiceResponse, error) {
+		in := r.GetService()
+		var v keys.ValidationError
+		svc := &eventsv1.Service{Id: in.GetId(), Adapter: in.GetAdapter(), BaseUrl: in.GetBaseUrl(), Credential: in.GetCredential(),
+			RequestPrice: catalog.ParsePrice("service.request_price", in.GetRequestPrice(), &v), UpdatedAt: timestamppb.New(h.now())}
+		if err := mayManage(p, svc.GetId()); err != nil {
+			return nil, err
+		}
+		v.Merge(catalog.ValidateService(svc))
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		if err := h.store.PutService(ctx, svc); err != nil {
+			return nil, err
+		}
+		return &adminv1.PutServiceResponse{Service: apiService(svc)}, nil
+	})
+}
+
+func (h *catalogHandler) ListServices(ctx context.Context, req *connect.Request[adminv1.ListServicesRequest]) (*connect.Response[adminv1.ListServicesResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, _ *adminv1.ListServicesRequest) (*adminv1.ListServicesResponse, error) {
+		snap, err := h.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := &adminv1.ListServicesResponse{}
+		for _, s := range snap.Services {
+			if acct, _, _ := catalog.SplitServiceID(s.GetId()); p.MayRead(acct) {
+				out.Services = append(out.Services, apiService(s))
+			}
+		}
+		sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].GetId() < out.Services[j].GetId() })
+		return out, nil
+	})
+}
+
+func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request[adminv1.DeleteServiceRequest]) (*connect.Response[adminv1.DeleteServiceResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteServiceRequest) (*adminv1.DeleteServiceResponse, error) {
+		if err := mayManage(p, r.GetId()); err != nil {
+			return nil, err
+		}
+		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, catalog.ServiceKey(r.GetId()))
+	})
+}
+
+func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[adminv1.PutModelRequest]) (*connect.Response[adminv1.PutModelResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutModelRequest) (*adminv1.PutModelResponse, error) {
+		in := r.GetModel()
+		var v keys.ValidationError
+		m := &eventsv1.Model{Name: in.GetName(), Service: in.GetService(), MaxOutputTokens: in.GetMaxOutputTokens(),
+			InputPricePerMillion:  catalog.ParsePrice("model.input_price_per_million", in.GetInputPricePerMillion(), &v),
+			OutputPricePerMillion: catalog.ParsePrice("model.output_price_per_million", in.GetOutputPricePerMillion(), &v),
+			UpdatedAt:             timestamppb.New(h.now())}
+		if err := mayManage(p, m.GetService()); err != nil {
+			return nil, err
+		}
+		v.Merge(catalog.ValidateModel(m))
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		snap, err := h.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := snap.Services[m.GetService()]; !ok {
+			v.Add("model.service", "no service %q; create it with PutService first", m.GetService())
+			return nil, &v
+		}
+		// A model name routes to one service: taking it from another
+		// account's service needs the right to manage that account too.
+		if old, ok := snap.Models[m.GetName()]; ok && old.GetService() != m.GetService() {
+			if err := mayManage(p, old.GetService()); err != nil {
+				return nil, fmt.Errorf("%w (model %q is served by %s)", err, m.GetName(), old.GetService())
+			}
+		}
+		if err := h.store.PutModel(ctx, m); err != nil {
+			return nil, err
+		}
+		return &adminv1.PutModelResponse{Model: apiModel(m)}, nil
+	})
+}
+
+func (h *catalogHandler) ListModels(ctx context.Context, req *connect.Request[adminv1.ListModelsRequest]) (*connect.Response[adminv1.ListModelsResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, _ auth.Principal, _ *adminv1.ListModelsRequest) (*adminv1.ListModelsResponse, error) {
+		snap, err := h.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := &adminv1.ListModelsResponse{}
+		for _, m := range snap.Models {
+			out.Models = append(out.Models, apiModel(m))
+		}
+		sort.Slice(out.Models, func(i, j int) bool { return out.Models[i].GetName() < out.Models[j].GetName() })
+		return out, nil
+	})
+}
+
+func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[adminv1.DeleteModelRequest]) (*connect.Response[adminv1.DeleteModelResponse], error) {
+	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
+		snap, err := h.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, ok := snap.Models[r.GetName()]
+		if !ok {
+			return nil, catalog.ErrNotFound
+		}
+		if err := mayManage(p, m.GetService()); err != nil {
+			return nil, err
+		}
+		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, catalog.ModelKey(r.GetName()))
+	})
+}
+
+func apiService(s *eventsv1.Service) *adminv1.Service {
+	return &adminv1.Service{Id: s.GetId(), Adapter: s.GetAdapter(), BaseUrl: s.GetBaseUrl(), Credential: s.GetCredential(),
+		RequestPrice: catalog.FormatPrice(s.GetRequestPrice())}
+}
+
+func apiModel(m *eventsv1.Model) *adminv1.Model {
+	return &adminv1.Model{Name: m.GetName(), Service: m.GetService(), MaxOutputTokens: m.GetMaxOutputTokens(),
+		InputPricePerMillion:  catalog.FormatPrice(m.GetInputPricePerMillion()),
+		OutputPricePerMillion: catalog.FormatPrice(m.GetOutputPricePerMillion())}
+}

@@ -1,0 +1,73 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	adminv1 "github.com/tollgate/tollgate/gen/tollgate/admin/v1"
+	"github.com/tollgate/tollgate/gen/tollgate/admin/v1/adminv1connect"
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+)
+
+func (ts *testServer) catalogClient(token string) adminv1connect.CatalogServiceClient {
+	return adminv1connect.NewCatalogServiceClient(http.DefaultClient, ts.url, connect.WithInterceptors(connect.UnaryInterceptorFunc(
+		func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx2 context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("Authorization", "Bearer "+token)
+				return next(ctx2, req)
+			}
+		})))
+}
+
+func TestCatalog(t *testing.T) {
+	ts := newAdmin(t)
+	ctx := ctxT(t)
+	root := ts.catalogClient(testToken)
+	svc := &adminv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "https://api.openai.com",
+		Credential: &eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "OPENAI_API_KEY"}}}
+	if _, err := root.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: svc})); err != nil {
+		t.Fatal(err)
+	}
+	m, err := root.PutModel(ctx, connect.NewRequest(&adminv1.PutModelRequest{Model: &adminv1.Model{Name: "gpt-4o-mini", Service: "acme/openai",
+		InputPricePerMillion: "0.15", OutputPricePerMillion: "0.60", MaxOutputTokens: 16384}}))
+	if err != nil || m.Msg.GetModel().GetOutputPricePerMillion() != "0.6" {
+		t.Fatalf("put model: %v %v", m, err)
+	}
+	list, err := root.ListModels(ctx, connect.NewRequest(&adminv1.ListModelsRequest{}))
+	if err != nil || len(list.Msg.GetModels()) != 1 {
+		t.Fatalf("list models: %v %v", list, err)
+	}
+
+	bad := []*adminv1.PutModelRequest{
+		{Model: &adminv1.Model{Name: "m", Service: "acme/missing", MaxOutputTokens: 1}},
+		{Model: &adminv1.Model{Name: "m", Service: "acme/openai", InputPricePerMillion: "-1", MaxOutputTokens: 1}},
+		{Model: &adminv1.Model{Name: "m", Service: "acme/openai"}},
+	}
+	for _, r := range bad {
+		if _, err := root.PutModel(ctx, connect.NewRequest(r)); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("%v: want InvalidArgument, got %v", r, err)
+		}
+	}
+	if _, err := root.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: &adminv1.Service{Id: "nope", BaseUrl: "ftp://x"}})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("bad service: want InvalidArgument, got %v", err)
+	}
+
+	// An operator of another account may not touch acme's services or models.
+	other := ts.catalogClient(operatorJWT(t, "bob", "other", time.Now().Add(time.Hour)))
+	if _, err := other.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: svc})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("other account's operator: want PermissionDenied, got %v", err)
+	}
+	if _, err := other.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("other account deleting a model: want PermissionDenied, got %v", err)
+	}
+	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("deleting twice: want NotFound, got %v", err)
+	}
+}
