@@ -13,7 +13,12 @@ type FieldError struct {
 	Message string
 }
 
-func (e FieldError) Error() string { return e.Field + ": " + e.Message }
+func (e FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
 
 // ValidationError collects every field error of one input, so a caller can fix
 // them all in one go instead of one per round trip.

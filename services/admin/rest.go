@@ -104,9 +104,13 @@ func (h *restHandler) writeError(w http.ResponseWriter, r *http.Request, err err
 		e.Message = strings.TrimPrefix(err.Error(), errBadJSON.Error()+": ")
 	case errors.As(err, &ve):
 		e.Code = "invalid_value"
+		var msgs []string
 		for _, f := range ve.Fields {
+			f.Field = restFieldName(f.Field)
 			e.Fields = append(e.Fields, fieldError{f.Field, f.Message})
+			msgs = append(msgs, f.Error())
 		}
+		e.Message = "invalid key: " + strings.Join(msgs, "; ")
 	case status == http.StatusUnauthorized:
 		e.Type = "authentication_error"
 	case status == http.StatusForbidden:
@@ -116,6 +120,20 @@ func (h *restHandler) writeError(w http.ResponseWriter, r *http.Request, err err
 		e.Type, e.Message = "server_error", internalMessage
 	}
 	writeJSON(w, status, map[string]restError{"error": e})
+}
+
+// restFieldName names a KeySettings field the way the REST caller wrote it.
+func restFieldName(f string) string {
+	for api, rest := range map[string]string{"ttl": "expires_in", "expires_at": "expires_in",
+		"alert_thresholds": "alert_threshold", "models": "allowed_models", "services": "allowed_services"} {
+		if f == api || strings.HasPrefix(f, api+".") || strings.HasPrefix(f, api+"[") {
+			if api == "alert_thresholds" {
+				return rest // one threshold in Enclava's API
+			}
+			return rest + strings.TrimPrefix(f, api)
+		}
+	}
+	return f
 }
 
 // restBody is the request body: the raw value of each field present.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tollgate/tollgate/pkg/bus"
@@ -33,7 +34,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	var cleanups []func()
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	cleanups := []func(){unlock}
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
@@ -145,4 +150,22 @@ func redactDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// lockDataDir takes an exclusive lock on dir so that a second `tollgate dev`
+// on the same data refuses to start instead of taking over (and stopping)
+// the databases of the first. The lock dies with the process.
+func lockDataDir(dir string) (release func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(f.Name())
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another tollgate dev (pid %s); stop it or pass another --data-dir", dir, strings.TrimSpace(string(owner)))
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return func() { f.Close() }, nil
 }
