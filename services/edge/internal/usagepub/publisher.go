@@ -1,0 +1,290 @@
+// Package usagepub publishes an edge's usage events to the USAGE stream,
+// asynchronously and in batches, and never loses one: what the bus does not
+// acknowledge goes to a local spool file and is replayed, in order, when the
+// bus is back.
+package usagepub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+)
+
+// SchemaVersion of the UsageEvent this package writes.
+const SchemaVersion = 1
+
+// Config configures a Publisher.
+type Config struct {
+	// Instance names this edge process; with the sequence it identifies each
+	// event forever. It must differ between processes (and restarts).
+	Instance   string
+	SpoolDir   string
+	Partitions int
+	// BatchSize and BatchDelay bound how long an event waits to be sent.
+	BatchSize  int
+	BatchDelay time.Duration
+	// AckTimeout is how long a batch may wait for the bus before it is spooled.
+	AckTimeout time.Duration
+	// QueueSize bounds events held in memory; beyond it events go straight to
+	// the spool (never dropped).
+	QueueSize int
+}
+
+// Publisher sends usage events. Publish never blocks on the network.
+type Publisher struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger
+	seq   atomic.Uint64
+	queue chan *eventsv1.UsageEvent
+	spool *spool
+
+	published atomic.Uint64
+	spooled   atomic.Uint64
+}
+
+// NewInstanceID returns a fresh edge instance id: the host name and random bits.
+func NewInstanceID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "edge"
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// New opens the spool and returns a Publisher; Run sends.
+func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
+	if cfg.Instance == "" {
+		cfg.Instance = NewInstanceID()
+	}
+	cfg.BatchSize = cmpOr(cfg.BatchSize, 1000)
+	cfg.BatchDelay = cmpOr(cfg.BatchDelay, 5*time.Millisecond)
+	cfg.AckTimeout = cmpOr(cfg.AckTimeout, 3*time.Second)
+	cfg.QueueSize = cmpOr(cfg.QueueSize, 65536)
+	cfg.Partitions = cmpOr(cfg.Partitions, 16)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*cfg.BatchSize))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sp, err := openSpool(cfg.SpoolDir, cfg.Instance)
+	if err != nil {
+		return nil, err
+	}
+	return &Publisher{cfg: cfg, nc: nc, js: js, log: log, queue: make(chan *eventsv1.UsageEvent, cfg.QueueSize), spool: sp}, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Instance is this publisher's edge instance id.
+func (p *Publisher) Instance() string { return p.cfg.Instance }
+
+// Stats are counters for metrics and tests.
+func (p *Publisher) Stats() (published, spooled uint64) { return p.published.Load(), p.spooled.Load() }
+
+// Publish stamps ev with this edge's instance, the next sequence number and
+// an id, and queues it. It returns the sequence.
+func (p *Publisher) Publish(ev *eventsv1.UsageEvent) uint64 {
+	seq := p.seq.Add(1)
+	ev.EdgeInstance = p.cfg.Instance
+	ev.Sequence = seq
+	ev.EventId = p.cfg.Instance + ":" + strconv.FormatUint(seq, 10)
+	ev.SchemaVersion = SchemaVersion
+	if ev.OccurredAt == nil {
+		ev.OccurredAt = timestamppb.Now()
+	}
+	p.queue <- ev // bounded; a full queue means the bus is far behind: wait, never drop
+	return seq
+}
+
+// Run sends queued events until ctx ends, then flushes: what cannot be
+// published within a short deadline is spooled, so nothing is lost on SIGTERM.
+func (p *Publisher) Run(ctx context.Context) error {
+	if err := p.adoptOrphans(); err != nil {
+		p.log.Error("usage: earlier spools not adopted", "err", err)
+	}
+	batch := make([]*eventsv1.UsageEvent, 0, p.cfg.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	retry := time.NewTicker(500 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		select {
+		case ev := <-p.queue:
+			batch = append(batch, ev)
+			if len(batch) == 1 {
+				timer.Reset(p.cfg.BatchDelay)
+			}
+			if len(batch) >= p.cfg.BatchSize {
+				batch = p.send(ctx, batch)
+			}
+		case <-timer.C:
+			batch = p.send(ctx, batch)
+		case <-retry.C:
+			if !p.spool.empty() {
+				p.replay(ctx)
+			}
+		case <-ctx.Done():
+			return p.flush()
+		}
+	}
+}
+
+// send publishes a batch, or spools it when the spool already holds older
+// events (order) or the bus does not acknowledge it. It returns the emptied
+// batch for reuse.
+func (p *Publisher) send(ctx context.Context, batch []*eventsv1.UsageEvent) []*eventsv1.UsageEvent {
+	if len(batch) == 0 {
+		return batch
+	}
+	if !p.spool.empty() {
+		p.spoolEvents(batch)
+		p.replay(ctx)
+		return batch[:0]
+	}
+	if failed := p.publish(ctx, batch); len(failed) > 0 {
+		p.spoolEvents(failed)
+	}
+	return batch[:0]
+}
+
+// publish sends events asynchronously and waits for their acks. It returns
+// the events that were not acknowledged, in order. Re-publishing an event
+// that did arrive is harmless: its message id is deduplicated by the stream,
+// and metering recognises (instance, sequence) forever.
+func (p *Publisher) publish(ctx context.Context, evs []*eventsv1.UsageEvent) []*eventsv1.UsageEvent {
+	if p.nc.Status() != nats.CONNECTED {
+		return evs
+	}
+	futures := make([]jetstream.PubAckFuture, len(evs))
+	for i, ev := range evs {
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			p.log.Error("usage: marshal", "err", err)
+			return evs[i:]
+		}
+		msg := &nats.Msg{Subject: bus.UsageSubject(bus.Partition(ev.GetKeyId(), p.cfg.Partitions), ev.GetAccount(), ev.GetKeyId()), Data: data}
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.GetEventId()))
+		if err != nil {
+			// Keep the ones already sent in the list too: their acks are unknown.
+			return evs
+		}
+		futures[i] = f
+	}
+	deadline := time.NewTimer(p.cfg.AckTimeout)
+	defer deadline.Stop()
+	var failed []*eventsv1.UsageEvent
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			p.published.Add(1)
+		case <-f.Err():
+			failed = append(failed, evs[i])
+		case <-deadline.C:
+			return append(failed, evs[i:]...)
+		case <-ctx.Done():
+			return append(failed, evs[i:]...)
+		}
+	}
+	return failed
+}
+
+func (p *Publisher) spoolEvents(evs []*eventsv1.UsageEvent) {
+	// If the disk fails too, keep trying: the events stay in memory and
+	// Publish callers wait on the full queue (backpressure), nothing is dropped.
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := p.spool.append(evs)
+		if err == nil {
+			break
+		}
+		p.log.Error("usage: spool write failed; retrying", "err", err, "events", len(evs))
+		time.Sleep(backoff)
+	}
+	p.spooled.Add(uint64(len(evs)))
+	p.log.Warn("usage: bus unavailable, events spooled", "events", len(evs))
+}
+
+// replay publishes the spool in order; on full success it empties it.
+func (p *Publisher) replay(ctx context.Context) {
+	if p.nc.Status() != nats.CONNECTED {
+		return
+	}
+	evs, err := p.spool.events()
+	if err != nil {
+		p.log.Error("usage: read spool", "err", err)
+		return
+	}
+	for start := 0; start < len(evs); start += p.cfg.BatchSize {
+		end := min(start+p.cfg.BatchSize, len(evs))
+		if failed := p.publish(ctx, evs[start:end]); len(failed) > 0 {
+			return // try again later, from the start: duplicates are harmless
+		}
+	}
+	if err := p.spool.reset(); err != nil {
+		p.log.Error("usage: reset spool", "err", err)
+		return
+	}
+	p.log.Info("usage: spool replayed", "events", len(evs))
+}
+
+// adoptOrphans moves what earlier edge processes left in the spool dir into
+// this process's spool (before any new event, so order holds); the normal
+// replay then publishes them with their original instance and sequence.
+func (p *Publisher) adoptOrphans() error {
+	for _, path := range p.spool.orphans() {
+		evs, err := readAll(path)
+		if err != nil {
+			return err
+		}
+		if err := p.spool.append(evs); err != nil {
+			return err
+		}
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+		p.log.Info("usage: adopted an earlier spool", "file", path, "events", len(evs))
+	}
+	return nil
+}
+
+// flush sends or spools whatever is queued; it runs after ctx has ended.
+func (p *Publisher) flush() error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
+	defer cancel()
+	var rest []*eventsv1.UsageEvent
+	for {
+		select {
+		case ev := <-p.queue:
+			rest = append(rest, ev)
+			continue
+		default:
+		}
+		break
+	}
+	p.send(ctx, rest)
+	if !p.spool.empty() {
+		p.replay(ctx)
+	}
+	return p.spool.close()
+}

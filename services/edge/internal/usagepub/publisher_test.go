@@ -1,0 +1,180 @@
+package usagepub
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// streamSequences reads every usage event in the stream and returns how many
+// times each (instance, sequence) arrived.
+func streamSequences(t *testing.T, js jetstream.JetStream) map[string]map[uint64]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, bus.UsageStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[uint64]int{}
+	if info.State.Msgs == 0 {
+		return out
+	}
+	c, err := js.OrderedConsumer(ctx, bus.UsageStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := uint64(0); n < info.State.Msgs; {
+		batch, err := c.Fetch(int(min(1000, info.State.Msgs-n)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			ev := new(eventsv1.UsageEvent)
+			if err := proto.Unmarshal(m.Data(), ev); err != nil {
+				t.Fatal(err)
+			}
+			if out[ev.GetEdgeInstance()] == nil {
+				out[ev.GetEdgeInstance()] = map[uint64]int{}
+			}
+			out[ev.GetEdgeInstance()][ev.GetSequence()]++
+			n++
+		}
+	}
+	return out
+}
+
+// The bus goes away twice in the middle of a steady load; every event is in
+// the stream afterwards, exactly once.
+func TestNoEventLostWhenTheBusDies(t *testing.T) {
+	h := testenv.NATSRestartable(t)
+	nc, err := bus.Connect(h.URL(), "test", quiet, nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(nc, Config{SpoolDir: t.TempDir(), AckTimeout: 500 * time.Millisecond, BatchSize: 100}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+
+	const total = 6000
+	for i := 1; i <= total; i++ {
+		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme", Cost: int64(i)})
+		switch i {
+		case 1500, 4000:
+			h.Shutdown()
+		case 2500, 5000:
+			if err := h.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%50 == 0 {
+			time.Sleep(2 * time.Millisecond) // a steady load, not one burst
+		}
+	}
+	// Wait until everything is acknowledged, then stop.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		published, spooled := p.Stats()
+		if published >= total && p.spool.empty() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("published %d of %d (spooled %d) after 30s", published, total, spooled)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, spooled := p.Stats()
+	if spooled == 0 {
+		t.Fatal("the bus died twice but nothing was spooled: the test did not exercise the spool")
+	}
+	got := streamSequences(t, js)[p.Instance()]
+	dups := 0
+	for seq := uint64(1); seq <= total; seq++ {
+		switch got[seq] {
+		case 0:
+			t.Fatalf("event %d lost", seq)
+		case 1:
+		default:
+			dups++
+		}
+	}
+	if len(got) != total {
+		t.Fatalf("stream holds %d distinct events, want %d", len(got), total)
+	}
+	t.Logf("%d events, %d spooled during the outages, %d stored twice", total, spooled, dups)
+}
+
+// Events spooled by an earlier process are published by the next one.
+func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
+	_, nc := testenv.NATS(t)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	old, err := openSpool(dir, "edge-old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []*eventsv1.UsageEvent
+	for i := uint64(1); i <= 10; i++ {
+		evs = append(evs, &eventsv1.UsageEvent{EdgeInstance: "edge-old", Sequence: i, EventId: fmt.Sprintf("edge-old:%d", i), KeyId: "k", Account: "a"})
+	}
+	if err := old.append(evs); err != nil {
+		t.Fatal(err)
+	}
+	old.close()
+
+	p, err := New(nc, Config{SpoolDir: dir}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(streamSequences(t, js)["edge-old"]) < 10 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if got := streamSequences(t, js)["edge-old"]; len(got) != 10 {
+		t.Fatalf("replayed %d of 10 events of the earlier process", len(got))
+	}
+}
