@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync/atomic"
 
@@ -208,4 +209,14 @@ func (s *Store) Load(ctx context.Context) (*Snapshot, error) {
 		apply(snap, e, slog.New(slog.DiscardHandler))
 	}
 	return snap, nil
+}
+
+// SortedModelNames lists the model names in order (for stable listings).
+func (s *Snapshot) SortedModelNames() []string {
+	names := make([]string, 0, len(s.Models))
+	for n := range s.Models {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }

@@ -1,0 +1,63 @@
+package edge
+
+import (
+	"errors"
+	"time"
+)
+
+// Config is everything the edge role reads from flags, TOLLGATE_* variables
+// or the YAML file.
+type Config struct {
+	Listen          string        `flag:"listen" env:"TOLLGATE_EDGE_LISTEN" yaml:"listen" usage:"address of the OpenAI- and Anthropic-compatible proxy"`
+	NATSURL         string        `flag:"nats-url" env:"TOLLGATE_NATS_URL" yaml:"nats_url" usage:"NATS server URL(s), comma-separated"`
+	Pepper          string        `flag:"pepper" env:"TOLLGATE_PEPPER" yaml:"pepper" usage:"the admin's pepper: key secrets are looked up by their HMAC under it" secret:"true"`
+	Instance        string        `flag:"instance" env:"TOLLGATE_EDGE_INSTANCE" yaml:"instance" usage:"name of this edge process in usage events (default: host name and random bits; must differ between processes)"`
+	SpoolDir        string        `flag:"spool-dir" env:"TOLLGATE_EDGE_SPOOL_DIR" yaml:"spool_dir" usage:"where usage events wait while the bus is unreachable"`
+	FailClosed      bool          `flag:"fail-closed" env:"TOLLGATE_EDGE_FAIL_CLOSED" yaml:"fail_closed" usage:"refuse requests (503) while the bus is unreachable instead of serving from what the edge knows"`
+	MaxRequestBytes int64         `flag:"max-request-bytes" env:"TOLLGATE_EDGE_MAX_REQUEST_BYTES" yaml:"max_request_bytes" usage:"largest request body for keys that set no maximum"`
+	Partitions      int           `flag:"usage-partitions" env:"TOLLGATE_USAGE_PARTITIONS" yaml:"usage_partitions" usage:"partitions of the usage subjects (metering workers share them); the same on every edge"`
+	UpstreamTimeout time.Duration `flag:"upstream-header-timeout" env:"TOLLGATE_EDGE_UPSTREAM_HEADER_TIMEOUT" yaml:"upstream_header_timeout" usage:"how long an upstream may take to start answering"`
+	StreamReplicas  int           `flag:"stream-replicas" env:"TOLLGATE_STREAM_REPLICAS" yaml:"stream_replicas" usage:"JetStream replicas of the streams this role creates (3 in a cluster)"`
+	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"TOLLGATE_SHUTDOWN_TIMEOUT" yaml:"shutdown_timeout" usage:"how long in-flight requests (streams included) may take to finish on SIGTERM"`
+}
+
+// DefaultConfig is the configuration before flags, environment and file.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		NATSURL:         "nats://127.0.0.1:4222",
+		SpoolDir:        "/var/lib/tollgate/spool",
+		MaxRequestBytes: 10 << 20,
+		Partitions:      16,
+		UpstreamTimeout: 2 * time.Minute,
+		StreamReplicas:  1,
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Validate says what is missing or wrong, all at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen: set the address to listen on, e.g. 127.0.0.1:8080"))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("nats-url: set the NATS server URL"))
+	}
+	if len(c.Pepper) < 32 {
+		errs = append(errs, errors.New("pepper: set TOLLGATE_PEPPER to the admin's pepper (32 bytes or more)"))
+	}
+	if c.SpoolDir == "" {
+		errs = append(errs, errors.New("spool-dir: set a directory for usage events while the bus is away"))
+	}
+	if c.MaxRequestBytes <= 0 {
+		errs = append(errs, errors.New("max-request-bytes: must be positive"))
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, errors.New("usage-partitions: must be 1 to 1024"))
+	}
+	if c.UpstreamTimeout <= 0 {
+		errs = append(errs, errors.New("upstream-header-timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}

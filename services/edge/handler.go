@@ -1,0 +1,259 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/limits"
+	"github.com/tollgate/tollgate/pkg/llm"
+	"github.com/tollgate/tollgate/pkg/money"
+	"github.com/tollgate/tollgate/services/edge/internal/keyring"
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, prefix := range []string{"", "/api"} { // Enclava serves the same under /api/v1
+		mux.HandleFunc("POST "+prefix+"/v1/chat/completions", s.llmHandler(llm.Chat, "/v1/chat/completions"))
+		mux.HandleFunc("POST "+prefix+"/v1/completions", s.llmHandler(llm.Completions, "/v1/completions"))
+		mux.HandleFunc("POST "+prefix+"/v1/embeddings", s.llmHandler(llm.Embeddings, "/v1/embeddings"))
+		mux.HandleFunc("POST "+prefix+"/v1/messages", s.llmHandler(llm.Messages, "/v1/messages"))
+		mux.HandleFunc("GET "+prefix+"/v1/models", s.listModels)
+		mux.HandleFunc(prefix+"/v1/services/{account}/{service}/{path...}", s.serviceHandler)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		llm.WriteError(w, llm.Other, http.StatusNotFound, "unknown_url", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// llmHandler serves one LLM endpoint: the checks of DESIGN.md section 5 in
+// order, then upstream, then settle and publish.
+func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		e, ok := s.authenticate(w, r, kind, start)
+		if !ok {
+			return
+		}
+		if !e.CanPredict() {
+			llm.WriteError(w, kind, http.StatusForbidden, "permission_denied", "This API key may not call models: it lacks the PREDICT permission.")
+			return
+		}
+		body, ok := s.readBody(w, r, kind, e)
+		if !ok {
+			return
+		}
+		req, err := llm.ParseRequest(kind, body)
+		if err != nil {
+			llm.WriteError(w, kind, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		model, svc, ok := s.catalog.Snapshot().Model(req.Model)
+		if !ok {
+			llm.WriteError(w, kind, http.StatusNotFound, "model_not_found", fmt.Sprintf("The model `%s` does not exist or is not served here.", req.Model))
+			return
+		}
+		if want := adapterFor(kind); svc.GetAdapter() != want {
+			llm.WriteError(w, kind, http.StatusBadRequest, "wrong_endpoint", fmt.Sprintf("The model `%s` is served by an %s-compatible service; call it through %s.",
+				req.Model, strings.ToLower(strings.TrimPrefix(svc.GetAdapter().String(), "ADAPTER_")), endpointFor(svc.GetAdapter())))
+			return
+		}
+		if !keys.Allows(e.Key.GetServices(), svc.GetId()) {
+			llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
+			return
+		}
+		if !keys.Allows(e.Key.GetModels(), req.Model) {
+			llm.WriteError(w, kind, http.StatusForbidden, "model_not_allowed", "Model not allowed")
+			return
+		}
+		if !s.available(w, kind) {
+			return
+		}
+		maxOut := req.MaxOutputTokens()
+		if maxOut == 0 {
+			maxOut = model.GetMaxOutputTokens() * max(req.Choices, 1)
+		}
+		if kind == llm.Embeddings {
+			maxOut = 0
+		}
+		worst := limits.Usage{InputTokens: req.InputTokensEstimate, OutputTokens: maxOut, Requests: 1,
+			Spend: money.Nanos(catalog.Cost(svc, model, req.InputTokensEstimate, maxOut))}
+		res, ok := s.reserve(w, kind, e, worst, start)
+		if !ok {
+			return
+		}
+		c := &call{kind: kind, svc: svc, method: http.MethodPost, path: path, body: body, inHeader: r.Header, inputEst: req.InputTokensEstimate}
+		if req.Stream && (kind == llm.Chat || kind == llm.Completions) && !req.IncludeUsage {
+			if withUsage, err := llm.WithIncludeUsage(body); err == nil {
+				c.body, c.stripUsage = withUsage, true
+			}
+		}
+		out, err := s.forward(r.Context(), w, c)
+		s.finish(w, r, e, res, c, model, out, err, start)
+	}
+}
+
+// finish answers a failed forward, settles the reservation to what the
+// request really cost, and publishes its usage event, however it ended.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry, res limits.Reservation, c *call,
+	model *eventsv1.Model, out outcome, err error, start time.Time) {
+	if err != nil && out.status == 0 {
+		status, code, msg := http.StatusBadGateway, "upstream_error", "The upstream service could not be reached."
+		if !errors.Is(err, errUpstream) {
+			status, code, msg = http.StatusServiceUnavailable, "upstream_unavailable", "The upstream service is not configured on this edge; an operator must fix its credential."
+		}
+		s.log.Warn("forward failed", "service", c.svc.GetId(), "err", err)
+		llm.WriteError(w, c.kind, status, code, msg)
+		out.status = status
+	}
+	u := out.usage
+	if !out.usageKnown && out.status < 400 && c.kind != llm.Other {
+		u.InputTokens = max(u.InputTokens, c.inputEst)
+		u.Estimated = true
+	}
+	cost := requestCost(c, model, out, u, err)
+	now := time.Now()
+	st := e.State
+	st.Mu.Lock()
+	st.Limits.Settle(res, limits.Usage{Spend: money.Nanos(cost), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Requests: 1}, now)
+	st.Mu.Unlock()
+
+	ev := &eventsv1.UsageEvent{
+		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
+		Endpoint: c.kind.String(), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Cost: cost,
+		RequestBytes: int64(len(c.body)), ResponseBytes: out.responseBytes, Status: int32(out.status),
+		LatencyUs: now.Sub(start).Microseconds(), Streamed: out.streamed, Estimated: u.Estimated,
+	}
+	if model != nil {
+		ev.Model = model.GetName()
+	}
+	if c.kind == llm.Other {
+		ev.Endpoint = "service"
+	}
+	s.usage.Publish(ev)
+}
+
+func adapterFor(kind llm.Kind) eventsv1.Adapter {
+	if kind == llm.Messages {
+		return eventsv1.Adapter_ADAPTER_ANTHROPIC
+	}
+	return eventsv1.Adapter_ADAPTER_OPENAI
+}
+
+func endpointFor(a eventsv1.Adapter) string {
+	switch a {
+	case eventsv1.Adapter_ADAPTER_ANTHROPIC:
+		return "/v1/messages"
+	case eventsv1.Adapter_ADAPTER_OPENAI:
+		return "/v1/chat/completions"
+	}
+	return "/v1/services/{account}/{service}/..."
+}
+
+// available refuses requests while the bus is away, when so configured.
+func (s *Server) available(w http.ResponseWriter, kind llm.Kind) bool {
+	if s.cfg.FailClosed && !s.busUp() {
+		llm.WriteError(w, kind, http.StatusServiceUnavailable, "bus_unavailable", "Tollgate cannot meter requests right now; try again shortly.")
+		return false
+	}
+	return true
+}
+
+// listModels answers GET /v1/models with the models this key may use.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.authenticate(w, r, llm.Other, time.Now())
+	if !ok {
+		return
+	}
+	if !e.CanRead() {
+		llm.WriteError(w, llm.Other, http.StatusForbidden, "permission_denied", "This API key may not list models: it lacks the READ permission.")
+		return
+	}
+	snap := s.catalog.Snapshot()
+	var b strings.Builder
+	b.WriteString(`{"object":"list","data":[`)
+	first := true
+	for _, name := range snap.SortedModelNames() {
+		m, svc, ok := snap.Model(name)
+		if !ok || !keys.Allows(e.Key.GetModels(), name) || !keys.Allows(e.Key.GetServices(), svc.GetId()) {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		acct, _, _ := catalog.SplitServiceID(m.GetService())
+		fmt.Fprintf(&b, `{"id":%q,"object":"model","created":%d,"owned_by":%q}`, name, m.GetUpdatedAt().GetSeconds(), acct)
+	}
+	b.WriteString("]}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte(b.String()))
+}
+
+// serviceHandler proxies any registered HTTP service, metered per request.
+func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	kind := llm.Other
+	e, ok := s.authenticate(w, r, kind, start)
+	if !ok {
+		return
+	}
+	if !e.CanPredict() {
+		llm.WriteError(w, kind, http.StatusForbidden, "permission_denied", "This API key may not call services: it lacks the PREDICT permission.")
+		return
+	}
+	body, ok := s.readBody(w, r, kind, e)
+	if !ok {
+		return
+	}
+	id := r.PathValue("account") + "/" + r.PathValue("service")
+	svc, ok := s.catalog.Snapshot().Services[id]
+	if !ok || svc.GetAdapter() != eventsv1.Adapter_ADAPTER_HTTP {
+		llm.WriteError(w, kind, http.StatusNotFound, "service_not_found", fmt.Sprintf("No service %s is registered here.", id))
+		return
+	}
+	if !keys.Allows(e.Key.GetServices(), id) {
+		llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
+		return
+	}
+	if !s.available(w, kind) {
+		return
+	}
+	res, ok := s.reserve(w, kind, e, limits.Usage{Spend: money.Nanos(svc.GetRequestPrice()), Requests: 1}, start)
+	if !ok {
+		return
+	}
+	c := &call{kind: kind, svc: svc, method: r.Method, path: "/" + r.PathValue("path"), query: r.URL.RawQuery, body: body, inHeader: r.Header}
+	out, err := s.forward(r.Context(), w, c)
+	s.finish(w, r, e, res, c, nil, out, err, start)
+}
+
+// requestCost is what a finished request is charged: tokens at the model's
+// prices (estimated when upstream reported no usage), or the service's price
+// per request. Nothing is charged for a request that never reached the
+// upstream, for an LLM refusal that reports no usage, or for an HTTP service's
+// own server error.
+func requestCost(c *call, model *eventsv1.Model, out outcome, u llm.Usage, err error) int64 {
+	switch {
+	case err != nil && !out.streamed && out.status != 499:
+		return 0
+	case c.kind == llm.Other:
+		if out.status >= 500 {
+			return 0
+		}
+		return c.svc.GetRequestPrice()
+	case out.status >= 400 && !out.usageKnown:
+		return 0
+	}
+	return catalog.Cost(c.svc, model, u.InputTokens, u.OutputTokens)
+}

@@ -1,0 +1,260 @@
+// Package keyring is an edge's in-memory copy of every key, fed by the KEYS
+// stream (the last event of each key at start, then live), so that checking
+// a request needs no network call. A revoked key stops working as soon as its
+// event arrives, which is milliseconds after the admin appended it.
+package keyring
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/limits"
+)
+
+// Verdict is what a lookup found.
+type Verdict int
+
+const (
+	Found Verdict = iota
+	Unknown
+	Revoked
+	Expired
+)
+
+// Entry is one key as the edge needs it. Key is immutable; the per-key state
+// that changes with traffic (limits) lives in State, guarded by its mutex.
+type Entry struct {
+	Key       *eventsv1.Key
+	ExpiresAt time.Time // zero: never
+	Location  *time.Location
+	predict   bool
+	read      bool
+	State     *KeyState
+}
+
+// KeyState is the mutable part of a key at this edge: its limit buckets and
+// the reservations of its requests in flight. It survives updates of the key
+// (a new Entry shares its predecessor's KeyState, reconfigured).
+type KeyState struct {
+	Mu     sync.Mutex
+	Limits *limits.Set
+}
+
+// CanPredict and CanRead report the key's permissions (WRITE includes READ).
+func (e *Entry) CanPredict() bool { return e.predict }
+func (e *Entry) CanRead() bool    { return e.read }
+
+type graceSecret struct {
+	entry *Entry
+	until time.Time
+}
+
+// Ring holds the keys.
+type Ring struct {
+	pepper []byte
+	pool   sync.Pool // of hash.Hash: HMAC-SHA-256 under the pepper, reused per lookup
+	log    *slog.Logger
+
+	mu     sync.RWMutex
+	byHash map[[32]byte]*Entry
+	grace  map[[32]byte]graceSecret
+	byID   map[string]*Entry
+
+	pos   atomic.Uint64
+	ready chan struct{}
+}
+
+// New returns an empty Ring for secrets hashed under pepper.
+func New(pepper []byte, log *slog.Logger) *Ring {
+	r := &Ring{pepper: append([]byte(nil), pepper...), log: log, byHash: map[[32]byte]*Entry{},
+		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, ready: make(chan struct{})}
+	r.pool.New = func() any { return hmac.New(sha256.New, r.pepper) }
+	return r
+}
+
+// hash computes the keyed hash of a secret without allocating.
+func (r *Ring) hash(secret string) [32]byte {
+	h := r.pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte(secret))
+	var out [32]byte
+	h.Sum(out[:0])
+	r.pool.Put(h)
+	return out
+}
+
+// Lookup finds the key a secret opens, and says why not when it opens none.
+// The map lookup is by keyed hash; the stored hash is then compared in
+// constant time as well.
+func (r *Ring) Lookup(secret string, now time.Time) (*Entry, Verdict) {
+	if secret == "" {
+		return nil, Unknown
+	}
+	sum := r.hash(secret)
+	r.mu.RLock()
+	e, ok := r.byHash[sum]
+	if !ok {
+		if g, inGrace := r.grace[sum]; inGrace && now.Before(g.until) {
+			e, ok = g.entry, true
+		}
+	}
+	r.mu.RUnlock()
+	if !ok {
+		return nil, Unknown
+	}
+	if e.Key.GetStatus() == eventsv1.KeyStatus_KEY_STATUS_REVOKED {
+		return e, Revoked
+	}
+	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
+		return e, Expired
+	}
+	return e, Found
+}
+
+// Get returns a key by id.
+func (r *Ring) Get(id string) (*Entry, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.byID[id]
+	return e, ok
+}
+
+// Len is the number of keys held.
+func (r *Ring) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byID)
+}
+
+// Ready is closed once every key that existed at start is loaded.
+func (r *Ring) Ready() <-chan struct{} { return r.ready }
+
+// Apply puts a key's latest state into the ring.
+func (r *Ring) Apply(k *eventsv1.Key) {
+	e := &Entry{Key: k, Location: time.UTC,
+		predict: keys.HasPermission(k, eventsv1.Permission_PERMISSION_PREDICT),
+		read:    keys.HasPermission(k, eventsv1.Permission_PERMISSION_READ)}
+	if k.GetExpiresAt() != nil {
+		e.ExpiresAt = k.GetExpiresAt().AsTime()
+	}
+	if tz := k.GetTimeZone(); tz != "" {
+		if loc, err := time.LoadLocation(tz); err == nil {
+			e.Location = loc
+		}
+	}
+	r.mu.Lock()
+	old := r.byID[k.GetId()]
+	if old != nil {
+		e.State = old.State
+		r.forget(old)
+		e.State.Mu.Lock()
+		e.State.Limits.Reconfigure(k.GetLimits(), e.Location, k.GetUpdatedAt().AsTime())
+		e.State.Mu.Unlock()
+	} else {
+		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
+	}
+	r.byID[k.GetId()] = e
+	if s := k.GetSecret(); len(s.GetHash()) == 32 {
+		r.byHash[[32]byte(s.GetHash())] = e
+	}
+	for _, s := range k.GetPreviousSecrets() {
+		if len(s.GetHash()) == 32 && s.GetExpiresAt() != nil {
+			r.grace[[32]byte(s.GetHash())] = graceSecret{entry: e, until: s.GetExpiresAt().AsTime()}
+		}
+	}
+	r.mu.Unlock()
+}
+
+// forget drops an entry's secrets; r.mu is held.
+func (r *Ring) forget(e *Entry) {
+	if s := e.Key.GetSecret(); len(s.GetHash()) == 32 {
+		if cur := r.byHash[[32]byte(s.GetHash())]; cur == e {
+			delete(r.byHash, [32]byte(s.GetHash()))
+		}
+	}
+	for _, s := range e.Key.GetPreviousSecrets() {
+		if len(s.GetHash()) == 32 {
+			if g := r.grace[[32]byte(s.GetHash())]; g.entry == e {
+				delete(r.grace, [32]byte(s.GetHash()))
+			}
+		}
+	}
+}
+
+// Run follows the KEYS stream until ctx ends: first the last event of every
+// key, then each new event as it is appended.
+func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
+	stream, err := bus.EnsureKeysStream(ctx, js, bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	target := info.State.LastSeq
+	if target == 0 {
+		r.markReady()
+	}
+	cons, err := js.OrderedConsumer(ctx, bus.KeysStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.KeysSubjectPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("keyring: consume %s: %w", bus.KeysStream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			r.log.Warn("keyring: next", "err", err)
+			continue
+		}
+		ev := new(eventsv1.KeyEvent)
+		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
+			r.log.Error("keyring: undecodable key event skipped", "subject", msg.Subject(), "err", err)
+		} else {
+			r.Apply(ev.GetKey())
+		}
+		if md, err := msg.Metadata(); err == nil {
+			r.pos.Store(md.Sequence.Stream)
+			if md.Sequence.Stream >= target {
+				r.markReady()
+			}
+		}
+	}
+}
+
+func (r *Ring) markReady() {
+	select {
+	case <-r.ready:
+	default:
+		close(r.ready)
+	}
+}
+
+// Position is the stream sequence of the last key event applied.
+func (r *Ring) Position() uint64 { return r.pos.Load() }

@@ -1,0 +1,168 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/llm"
+)
+
+// call is one request on its way through the edge.
+type call struct {
+	kind     llm.Kind
+	svc      *eventsv1.Service
+	method   string
+	path     string // upstream path, e.g. /v1/chat/completions
+	query    string
+	body     []byte
+	inHeader http.Header
+	// stripUsage: the edge asked upstream for a usage chunk the client did
+	// not ask for; keep it from the client.
+	stripUsage bool
+	inputEst   int64
+}
+
+// outcome is what happened upstream and at the client.
+type outcome struct {
+	status        int
+	usage         llm.Usage
+	usageKnown    bool
+	responseBytes int64
+	streamed      bool
+}
+
+// errUpstream marks a failure to reach the upstream (502).
+var errUpstream = errors.New("upstream unreachable")
+
+// forward sends c upstream and copies the answer to w as it arrives: streamed
+// responses chunk by chunk, each flushed at once. It reads usage on the way.
+func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (outcome, error) {
+	url := c.svc.GetBaseUrl() + c.path
+	if c.query != "" {
+		url += "?" + c.query
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, url, bytes.NewReader(c.body))
+	if err != nil {
+		return outcome{}, err
+	}
+	for _, name := range forwardedRequestHeaders {
+		if v := c.inHeader.Values(name); len(v) > 0 {
+			req.Header[name] = v
+		}
+	}
+	req.Header.Set("Accept-Encoding", "identity") // usage is read from the bytes
+	if err := s.creds.apply(req.Header, c.svc, time.Now()); err != nil {
+		return outcome{}, err
+	}
+	// Headers the mock upstream understands pass through, so tests and load
+	// runs can hold requests in flight; real providers ignore them.
+	for name, v := range c.inHeader {
+		if len(name) > 7 && name[:7] == "X-Mock-" {
+			req.Header[name] = v
+		}
+	}
+	res, err := s.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return outcome{status: 499}, ctx.Err()
+		}
+		return outcome{}, errors.Join(errUpstream, err)
+	}
+	defer res.Body.Close()
+
+	h := w.Header()
+	for name, v := range res.Header {
+		if !droppedResponseHeader(name) {
+			h[name] = v
+		}
+	}
+	out := outcome{status: res.StatusCode}
+	if isEventStream(res.Header.Get("Content-Type")) {
+		out.streamed = true
+		err = s.copyStream(w, res, c, &out)
+		return out, err
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	if err != nil && ctx.Err() != nil {
+		out.status = 499
+		return out, err
+	}
+	if c.kind != llm.Other {
+		out.usage, out.usageKnown = llm.ParseUsage(c.kind, body)
+	}
+	w.WriteHeader(res.StatusCode)
+	n, werr := w.Write(body)
+	out.responseBytes = int64(n)
+	if werr != nil {
+		out.status = 499
+	}
+	return out, nil
+}
+
+// maxResponseBytes bounds a buffered (non-streamed) answer.
+const maxResponseBytes = 256 << 20
+
+func isEventStream(ct string) bool {
+	return len(ct) >= 17 && ct[:17] == "text/event-stream"
+}
+
+// copyStream passes a server-sent event stream through, flushing every read,
+// and feeds each chunk to the usage meter. The meter does no allocation per
+// chunk; the only copy is the read buffer.
+func (s *Server) copyStream(w http.ResponseWriter, res *http.Response, c *call, out *outcome) error {
+	rc := http.NewResponseController(w)
+	w.WriteHeader(res.StatusCode)
+	meter := llm.NewStreamMeter(c.kind, c.inputEst)
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	var filter *usageFilter
+	if c.stripUsage {
+		filter = &usageFilter{}
+	}
+	var clientGone bool
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			meter.Observe(chunk)
+			if !clientGone {
+				if filter != nil {
+					chunk = filter.pass(chunk)
+				}
+				if len(chunk) > 0 {
+					if _, err := w.Write(chunk); err != nil {
+						clientGone = true
+					} else if err := rc.Flush(); err != nil {
+						clientGone = true
+					}
+				}
+				out.responseBytes += int64(len(chunk))
+			}
+		}
+		if rerr != nil {
+			if filter != nil && !clientGone {
+				if rest := filter.flush(); len(rest) > 0 {
+					w.Write(rest) //nolint:errcheck // the stream is over either way
+					rc.Flush()    //nolint:errcheck
+				}
+			}
+			break
+		}
+		if clientGone {
+			// Metering needs no more: stop reading; the upstream request is
+			// cancelled with the client's context.
+			break
+		}
+	}
+	out.usage, out.usageKnown = meter.Usage()
+	if clientGone {
+		out.status = 499
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+// Package edge is the edge role: an OpenAI- and Anthropic-compatible proxy
+// that checks every key rule in memory, forwards, streams the answer back,
+// prices it and publishes one usage event per request.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/services/edge/internal/keyring"
+	"github.com/tollgate/tollgate/services/edge/internal/usagepub"
+)
+
+// Server is a running edge's parts. New connects and prepares; Run serves.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	keys     *keyring.Ring
+	catalog  *catalog.View
+	catStore *catalog.Store
+	usage    *usagepub.Publisher
+	client   *http.Client
+	creds    credentials
+	bufs     sync.Pool
+	listener net.Listener
+	handler  http.Handler
+}
+
+// Run runs the edge role until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Run(ctx)
+}
+
+// New connects to NATS, prepares the streams and listens. It does not wait
+// for the bus: an edge started while NATS is away serves nothing until the
+// keys arrive, but it comes up.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.nc, err = bus.Connect(cfg.NATSURL, "tollgate-edge", log, nats.RetryOnFailedConnect(true)); err != nil {
+		return nil, err
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := bus.EnsureUsageStream(ctx, s.js, bus.UsageOptions{StreamOptions: bus.StreamOptions{Replicas: cfg.StreamReplicas}}); err != nil {
+		return nil, err
+	}
+	if s.catStore, err = catalog.Open(ctx, s.js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	s.catalog = catalog.NewView()
+	s.keys = keyring.New([]byte(cfg.Pepper), log)
+	if s.usage, err = usagepub.New(s.nc, usagepub.Config{Instance: cfg.Instance, SpoolDir: cfg.SpoolDir, Partitions: cfg.Partitions}, log); err != nil {
+		return nil, err
+	}
+	s.client = &http.Client{Transport: newTransport(cfg.UpstreamTimeout)}
+	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	s.handler = s.routes()
+	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("edge listen on %s: %w", cfg.Listen, err)
+	}
+	return s, nil
+}
+
+// Addr is the address the proxy listens on.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Instance is this edge's id in usage events.
+func (s *Server) Instance() string { return s.usage.Instance() }
+
+// Handler serves the proxy (for in-memory tests and benchmarks).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// WaitReady waits until the keys and the catalog that existed at start are
+// loaded.
+func (s *Server) WaitReady(ctx context.Context) error {
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.catalog.Ready()} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("edge not ready: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (s *Server) busUp() bool { return s.nc.Status() == nats.CONNECTED }
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-s.keys.Ready():
+	default:
+		http.Error(w, "keys: loading", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case <-s.catalog.Ready():
+	default:
+		http.Error(w, "catalog: loading", http.StatusServiceUnavailable)
+		return
+	}
+	if !s.busUp() && s.cfg.FailClosed {
+		http.Error(w, "nats: "+s.nc.Status().String(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// Run serves until ctx ends; then it drains in-flight requests (streams
+// included) and flushes usage events, spooling what the bus does not take.
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+
+	// The followers of the bus run until the server has drained, so that
+	// requests still in flight keep seeing revocations.
+	follow, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFollowing()
+	g, gctx := errgroup.WithContext(follow)
+	g.Go(func() error { return keepRunning(gctx, s.log, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) }) })
+	g.Go(func() error {
+		return keepRunning(gctx, s.log, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, s.log) })
+	})
+	pubCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- s.usage.Run(pubCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() {
+		s.log.Info("edge listening", "addr", s.Addr(), "instance", s.Instance())
+		if err := srv.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+		}
+		close(serveErr)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		s.log.Warn("edge: requests still in flight at shutdown", "err", serr)
+	}
+	stopPublishing() // every request has published its event: flush them
+	if perr := <-pubDone; perr != nil {
+		err = errors.Join(err, perr)
+	}
+	stopFollowing()
+	g.Wait()
+	return err
+}
+
+// keepRunning runs a follower until ctx ends, restarting it after failures.
+func keepRunning(ctx context.Context, log *slog.Logger, name string, run func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("edge: follower failed; restarting", "follower", name, "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Close releases connections. It is safe on a partly built Server.
+func (s *Server) Close() {
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+}

@@ -1,0 +1,71 @@
+package edge
+
+import "bytes"
+
+// usageFilter removes OpenAI's usage-only chunk (`"choices":[]` with a
+// usage object) from a stream whose client did not ask for it: the edge asks
+// every OpenAI-style upstream for usage (to meter), but a client that did not
+// set stream_options.include_usage may index choices[0] of every chunk.
+//
+// It works on whole SSE events (ended by a blank line). A chunk that ends
+// mid-event is passed up to its last complete event and the tail is held
+// until the next chunk; in the common case (upstreams flush whole events)
+// nothing is held and nothing is copied.
+type usageFilter struct {
+	held []byte
+	out  []byte
+}
+
+var (
+	eventEnd    = []byte("\n\n")
+	emptyChoice = []byte(`"choices":[]`)
+	usageField  = []byte(`"usage":{`)
+)
+
+// pass returns what of chunk may go to the client now. The result is valid
+// until the next call.
+func (f *usageFilter) pass(chunk []byte) []byte {
+	data := chunk
+	if len(f.held) > 0 {
+		f.held = append(f.held, chunk...)
+		data = f.held
+	}
+	end := bytes.LastIndex(data, eventEnd)
+	if end < 0 {
+		if len(f.held) == 0 {
+			f.held = append(f.held, chunk...)
+		}
+		return nil
+	}
+	complete, tail := data[:end+2], data[end+2:]
+	if bytes.Contains(complete, emptyChoice) && bytes.Contains(complete, usageField) {
+		complete = f.drop(complete)
+	} else if len(f.held) == 0 && len(tail) == 0 {
+		return chunk // the common case: whole events, nothing to remove
+	}
+	f.out = append(f.out[:0], complete...)
+	f.held = append(f.held[:0], tail...) // copy handles the overlap with f.held
+	return f.out
+}
+
+// drop returns complete without its usage-only events.
+func (f *usageFilter) drop(complete []byte) []byte {
+	var kept []byte
+	for len(complete) > 0 {
+		i := bytes.Index(complete, eventEnd)
+		ev := complete[:i+2]
+		complete = complete[i+2:]
+		if bytes.Contains(ev, emptyChoice) && bytes.Contains(ev, usageField) {
+			continue
+		}
+		kept = append(kept, ev...)
+	}
+	return kept
+}
+
+// flush returns what is held when the stream ends (an unterminated event).
+func (f *usageFilter) flush() []byte {
+	rest := f.held
+	f.held = nil
+	return rest
+}

@@ -1,0 +1,60 @@
+package edge
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+const filterStream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n" +
+	"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n" +
+	"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n" +
+	"data: [DONE]\n\n"
+
+const filteredStream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n" +
+	"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n" +
+	"data: [DONE]\n\n"
+
+func runFilter(chunks []string) string {
+	var f usageFilter
+	var out strings.Builder
+	for _, c := range chunks {
+		out.Write(f.pass([]byte(c)))
+	}
+	out.Write(f.flush())
+	return out.String()
+}
+
+func TestUsageFilterAnyChunking(t *testing.T) {
+	if got := runFilter([]string{filterStream}); got != filteredStream {
+		t.Fatalf("one chunk:\n%q\nwant\n%q", got, filteredStream)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		var chunks []string
+		rest := filterStream
+		for len(rest) > 0 {
+			n := 1 + rng.IntN(min(len(rest), 40))
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		if got := runFilter(chunks); got != filteredStream {
+			t.Fatalf("chunks %q:\ngot  %q\nwant %q", chunks, got, filteredStream)
+		}
+	}
+}
+
+func FuzzUsageFilter(f *testing.F) {
+	f.Add([]byte(filterStream), uint8(7))
+	f.Fuzz(func(t *testing.T, data []byte, step uint8) {
+		n := int(step%64) + 1
+		var chunks []string
+		for i := 0; i < len(data); i += n {
+			chunks = append(chunks, string(data[i:min(i+n, len(data))]))
+		}
+		whole := runFilter([]string{string(data)})
+		if got := runFilter(chunks); got != whole {
+			t.Fatalf("chunking changed the output: %q vs %q", got, whole)
+		}
+	})
+}
