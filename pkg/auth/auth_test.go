@@ -114,4 +114,3 @@ func TestAuthenticate(t *testing.T) {
 		t.Fatalf("x-api-key: %v %v", p, err)
 	}
 }
-

@@ -12,8 +12,8 @@ import (
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 
 	"github.com/tollgate/tollgate/pkg/auth"
-	"github.com/tollgate/tollgate/pkg/llm"
 	"github.com/tollgate/tollgate/pkg/limits"
+	"github.com/tollgate/tollgate/pkg/llm"
 	"github.com/tollgate/tollgate/pkg/money"
 	"github.com/tollgate/tollgate/services/edge/internal/keyring"
 )

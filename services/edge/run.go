@@ -150,7 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 	follow, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFollowing()
 	g, gctx := errgroup.WithContext(follow)
-	g.Go(func() error { return keepRunning(gctx, s.log, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) }) })
+	g.Go(func() error {
+		return keepRunning(gctx, s.log, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) })
+	})
 	g.Go(func() error {
 		return keepRunning(gctx, s.log, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, s.log) })
 	})
