@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate/tollgate/pkg/config"
 	"github.com/tollgate/tollgate/services/admin"
 	"github.com/tollgate/tollgate/services/dev"
+	"github.com/tollgate/tollgate/services/edge"
 )
 
 const usage = `Tollgate issues API keys and meters and enforces what each key may do and spend.
@@ -25,7 +26,8 @@ const usage = `Tollgate issues API keys and meters and enforces what each key ma
 Usage: tollgate <role or command> [flags]
 
 Roles (long-running):
-  admin      the admin API: KeyService over Connect/gRPC/gRPC-Web, REST, the key read model
+  admin      the admin API: KeyService and CatalogService over Connect/gRPC/gRPC-Web, REST, the key read model
+  edge       the OpenAI- and Anthropic-compatible proxy that enforces keys and publishes usage
   dev        every role in one process, NATS embedded, PostgreSQL and ClickHouse under ./.data
 
 Operator commands (talk to the admin API):
@@ -51,6 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg := adminSettings{Config: admin.DefaultConfig(), Log: defaultLog()}
 		return runRole("admin", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
 			return admin.Run(ctx, cfg.Config, log)
+		})
+	case "edge":
+		cfg := edgeSettings{Config: edge.DefaultConfig(), Log: defaultLog()}
+		return runRole("edge", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+			return edge.Run(ctx, cfg.Config, log)
 		})
 	case "dev":
 		cfg := devSettings{Config: dev.DefaultConfig(), Log: logSettings{Level: slog.LevelInfo, Format: "text"}}
@@ -79,6 +86,11 @@ func defaultLog() logSettings { return logSettings{Level: slog.LevelInfo, Format
 type adminSettings struct {
 	Log          logSettings `yaml:"log"`
 	admin.Config `yaml:",inline"`
+}
+
+type edgeSettings struct {
+	Log         logSettings `yaml:"log"`
+	edge.Config `yaml:",inline"`
 }
 
 type devSettings struct {

@@ -1,0 +1,146 @@
+package edge
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/keys"
+)
+
+const chatBody = `{"model":"gpt-4","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}`
+
+// Every refusal of DESIGN.md section 5 answers with the right status, an
+// error body the SDKs understand, and no upstream call.
+func TestChecksRefuseBeforeUpstream(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	predict, _ := w.key(nil)
+	reader, _ := w.key(func(k *eventsv1.Key) { k.Permissions = []eventsv1.Permission{eventsv1.Permission_PERMISSION_READ} })
+	small, _ := w.key(func(k *eventsv1.Key) { k.MaxRequestBytes = 64 })
+	onlyGPT35, _ := w.key(func(k *eventsv1.Key) {
+		k.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"gpt-3.5-turbo"}}
+	})
+	noServices, _ := w.key(func(k *eventsv1.Key) {
+		k.Services = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_NONE}
+	})
+	revokedSecret, revoked := w.key(nil)
+	w.change(revoked, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) { return keys.Revoke(time.Now(), "t", cur) })
+	expiredSecret, expiring := w.key(nil)
+	w.change(expiring, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) {
+		next := *cur
+		next.ExpiresAt = timestamppb.New(time.Now().Add(50 * time.Millisecond))
+		return keys.Update(time.Now(), "t", cur, &next, []string{"expires_at"})
+	})
+	waitFor(t, "key changes at the edge", func() bool {
+		_, v := e.keys.Lookup(revokedSecret, time.Now())
+		return v != 0 && e.keys.Len() == 7
+	})
+	time.Sleep(60 * time.Millisecond) // let the expiring key expire
+
+	big := `{"model":"gpt-4","messages":[{"role":"user","content":"` + strings.Repeat("x", 200) + `"}]}`
+	tests := []struct {
+		name, path, secret, body string
+		status                   int
+		code, message            string
+		chunked                  bool
+	}{
+		{"no key", "/v1/chat/completions", "", chatBody, 401, "invalid_api_key", "No API key", false},
+		{"unknown key", "/v1/chat/completions", "en_nope", chatBody, 401, "invalid_api_key", "Incorrect API key", false},
+		{"revoked key", "/v1/chat/completions", revokedSecret, chatBody, 401, "key_revoked", "revoked", false},
+		{"expired key", "/v1/chat/completions", expiredSecret, chatBody, 401, "key_expired", "expired", false},
+		{"read key calls a model", "/v1/chat/completions", reader, chatBody, 403, "permission_denied", "PREDICT", false},
+		{"predict key lists models", "/v1/models", predict, "", 403, "permission_denied", "READ", false},
+		{"too large by length", "/v1/chat/completions", small, big, 413, "request_too_large", "64 bytes", false},
+		{"too large chunked", "/v1/chat/completions", small, big, 413, "request_too_large", "64 bytes", true},
+		{"model filter", "/v1/chat/completions", onlyGPT35, chatBody, 403, "model_not_allowed", "Model not allowed", false},
+		{"model filter is case-sensitive", "/v1/chat/completions", onlyGPT35, strings.Replace(chatBody, "gpt-4", "GPT-3.5-turbo", 1), 404, "model_not_found", "GPT-3.5-turbo", false},
+		{"service filter", "/v1/chat/completions", noServices, chatBody, 403, "service_not_allowed", "Service not allowed", false},
+		{"malformed json", "/v1/chat/completions", predict, `{"model":`, 400, "invalid_request", "JSON", false},
+		{"no model", "/v1/chat/completions", predict, `{"messages":[]}`, 400, "invalid_request", "model", false},
+		{"unknown model", "/v1/chat/completions", predict, strings.Replace(chatBody, "gpt-4", "gpt-9", 1), 404, "model_not_found", "gpt-9", false},
+		{"wrong endpoint", "/v1/messages", predict, `{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "", "/v1/chat/completions", false},
+		{"anthropic without max_tokens", "/v1/messages", predict, `{"model":"claude-3-opus","messages":[]}`, 400, "", "max_tokens", false},
+		{"enclava path", "/api/v1/chat/completions", "en_nope", chatBody, 401, "invalid_api_key", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			method := http.MethodPost
+			if tt.body == "" {
+				method = http.MethodGet
+			}
+			req, _ := http.NewRequest(method, e.url+tt.path, strings.NewReader(tt.body))
+			if tt.chunked {
+				req.ContentLength = -1 // no Content-Length: the limited reader must catch it
+				req.Body = struct {
+					*strings.Reader
+					closer
+				}{strings.NewReader(tt.body), closer{}}
+			}
+			if tt.secret != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.secret)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var body struct {
+				Type  string `json:"type"`
+				Error struct {
+					Message string `json:"message"`
+					Type    string `json:"type"`
+					Code    string `json:"code"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+				t.Fatalf("error body is not JSON: %v", err)
+			}
+			if res.StatusCode != tt.status || body.Error.Code != tt.code || !strings.Contains(body.Error.Message, tt.message) || body.Error.Type == "" {
+				t.Fatalf("got %d %+v, want %d code %q message containing %q", res.StatusCode, body, tt.status, tt.code, tt.message)
+			}
+			if strings.HasPrefix(tt.path, "/v1/messages") && body.Type != "error" {
+				t.Fatalf("an Anthropic endpoint must answer Anthropic's error shape, got %+v", body)
+			}
+		})
+	}
+	if n := w.calls.Load(); n != 0 {
+		t.Fatalf("refused requests reached the upstream %d times", n)
+	}
+	if evs := w.usageEvents(); len(evs) != 0 {
+		t.Fatalf("refused requests published %d usage events", len(evs))
+	}
+}
+
+type closer struct{}
+
+func (closer) Close() error { return nil }
+
+func TestListModelsFollowsTheKeysFilters(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	reader, _ := w.key(func(k *eventsv1.Key) {
+		k.Permissions = []eventsv1.Permission{eventsv1.Permission_PERMISSION_READ}
+		k.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"gpt-4", "claude-3-opus"}}
+		k.Services = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"acme/openai"}}
+	})
+	waitFor(t, "the key at the edge", func() bool { return e.keys.Len() == 1 })
+	res, body := do(t, e.url, "GET", "/v1/models", reader, "")
+	var list struct {
+		Object string `json:"object"`
+		Data   []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &list); err != nil || res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	if list.Object != "list" || len(list.Data) != 1 || list.Data[0].ID != "gpt-4" {
+		t.Fatalf("want only gpt-4 (claude is on a service the key may not use), got %s", body)
+	}
+}
