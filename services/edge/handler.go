@@ -117,7 +117,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 		out.status = status
 	}
 	u := out.usage
-	if !out.usageKnown && out.status < 400 && c.kind != llm.Other {
+	if !out.usageKnown && (out.status < 400 || out.status == 499) && c.kind != llm.Other {
 		u.InputTokens = max(u.InputTokens, c.inputEst)
 		u.Estimated = true
 	}
@@ -252,6 +252,7 @@ func requestCost(c *call, model *eventsv1.Model, out outcome, u llm.Usage, err e
 			return 0
 		}
 		return c.svc.GetRequestPrice()
+	case out.status == 499: // the client hung up: charge what passed (estimated)
 	case out.status >= 400 && !out.usageKnown:
 		return 0
 	}

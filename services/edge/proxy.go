@@ -84,7 +84,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 	out := outcome{status: res.StatusCode}
 	if isEventStream(res.Header.Get("Content-Type")) {
 		out.streamed = true
-		err = s.copyStream(w, res, c, &out)
+		err = s.copyStream(ctx, w, res, c, &out)
 		return out, err
 	}
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
@@ -114,7 +114,7 @@ func isEventStream(ct string) bool {
 // copyStream passes a server-sent event stream through, flushing every read,
 // and feeds each chunk to the usage meter. The meter does no allocation per
 // chunk; the only copy is the read buffer.
-func (s *Server) copyStream(w http.ResponseWriter, res *http.Response, c *call, out *outcome) error {
+func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *http.Response, c *call, out *outcome) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(res.StatusCode)
 	meter := llm.NewStreamMeter(c.kind, c.inputEst)
@@ -161,7 +161,7 @@ func (s *Server) copyStream(w http.ResponseWriter, res *http.Response, c *call, 
 		}
 	}
 	out.usage, out.usageKnown = meter.Usage()
-	if clientGone {
+	if clientGone || ctx.Err() != nil { // the client hung up (its context ends the upstream read)
 		out.status = 499
 	}
 	return nil

@@ -1,0 +1,284 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/llm"
+)
+
+// lastEvent waits for n usage events and returns the last one.
+func (w *world) waitEvents(t *testing.T, n int) []*eventsv1.UsageEvent {
+	t.Helper()
+	var evs []*eventsv1.UsageEvent
+	waitFor(t, "usage events", func() bool { evs = w.usageEvents(); return len(evs) >= n })
+	if len(evs) != n {
+		t.Fatalf("want %d usage events, got %d", n, len(evs))
+	}
+	return evs
+}
+
+func gpt4() *eventsv1.Model {
+	return &eventsv1.Model{Name: "gpt-4", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9}
+}
+
+func TestChatRoundTripIsMeteredExactly(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, k := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+	if res.StatusCode != 200 || !strings.Contains(body, `"usage"`) {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	want, err := w.mock.ExpectedUsage(llm.Chat, []byte(chatBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := w.waitEvents(t, 1)[0]
+	cost := catalog.Cost(nil, gpt4(), want.InputTokens, want.OutputTokens)
+	if ev.GetInputTokens() != want.InputTokens || ev.GetOutputTokens() != want.OutputTokens || ev.GetCost() != cost || ev.GetEstimated() {
+		t.Fatalf("event %v, want usage %+v and cost %d", ev, want, cost)
+	}
+	if ev.GetKeyId() != k.GetId() || ev.GetAccount() != "acme" || ev.GetService() != "acme/openai" || ev.GetModel() != "gpt-4" ||
+		ev.GetStatus() != 200 || ev.GetSequence() != 1 || ev.GetEdgeInstance() != e.Instance() || ev.GetStreamed() || ev.GetLatencyUs() <= 0 {
+		t.Fatalf("event fields wrong: %v", ev)
+	}
+	if res.Header.Get("X-Ratelimit-Limit-Requests") != "" {
+		t.Fatal("a key without limits got rate-limit headers")
+	}
+}
+
+// readSSE reads a stream and records when each event arrived.
+func readSSE(t *testing.T, res *http.Response) (events []string, arrivals []time.Time) {
+	t.Helper()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+			events = append(events, strings.TrimPrefix(line, "data: "))
+			arrivals = append(arrivals, time.Now())
+		}
+	}
+	return events, arrivals
+}
+
+func stream(t *testing.T, url, path, secret, body string, hdr ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctxT(t), "POST", url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
+func TestStreamPassesThroughAsItArrives(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	body := `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"stream please"}],"max_tokens":32}`
+
+	// The client did not ask for usage: the edge asks upstream for it, meters
+	// it, and keeps the usage-only chunk from the client.
+	res := stream(t, e.url, "/v1/chat/completions", secret, body, "X-Mock-Chunk-Delay-Ms", "40")
+	events, arrivals := readSSE(t, res)
+	if len(events) < 4 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream: %v", events)
+	}
+	for _, ev := range events {
+		if strings.Contains(ev, `"choices":[]`) {
+			t.Fatalf("the client got a usage chunk it did not ask for: %s", ev)
+		}
+	}
+	// Chunks arrive spread out, as the upstream sends them, not all at the end.
+	if spread := arrivals[len(arrivals)-1].Sub(arrivals[0]); spread < 100*time.Millisecond {
+		t.Fatalf("events arrived within %v of each other: the stream was buffered", spread)
+	}
+	want, _ := w.mock.ExpectedUsage(llm.Chat, []byte(body))
+	ev := w.waitEvents(t, 1)[0]
+	if !ev.GetStreamed() || ev.GetEstimated() || ev.GetInputTokens() != want.InputTokens || ev.GetOutputTokens() != want.OutputTokens {
+		t.Fatalf("streamed event %v, want %+v", ev, want)
+	}
+
+	// A client that asks for usage gets the usage chunk.
+	withUsage := strings.Replace(body, `"stream":true`, `"stream":true,"stream_options":{"include_usage":true}`, 1)
+	events, _ = readSSE(t, stream(t, e.url, "/v1/chat/completions", secret, withUsage))
+	found := false
+	for _, ev := range events {
+		found = found || strings.Contains(ev, `"usage":{`)
+	}
+	if !found {
+		t.Fatalf("the client asked for usage and did not get it: %v", events)
+	}
+
+	// Anthropic streams are metered from message_start and message_delta.
+	msgs := `{"model":"claude-3-opus","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"hi"}]}`
+	events, _ = readSSE(t, stream(t, e.url, "/v1/messages", secret, msgs, "anthropic-version", "2023-06-01"))
+	if len(events) == 0 || !strings.Contains(events[len(events)-1], "message_stop") {
+		t.Fatalf("anthropic stream: %v", events)
+	}
+	want, _ = w.mock.ExpectedUsage(llm.Messages, []byte(msgs))
+	last := w.waitEvents(t, 3)[2]
+	if last.GetModel() != "claude-3-opus" || last.GetInputTokens() != want.InputTokens || last.GetOutputTokens() != want.OutputTokens || last.GetEstimated() {
+		t.Fatalf("anthropic event %v, want %+v", last, want)
+	}
+}
+
+func TestAbandonedAndBrokenStreamsAreStillMetered(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	body := `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"a long story"}],"max_tokens":100}`
+
+	// The client reads two events and hangs up.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("X-Mock-Chunk-Delay-Ms", "50")
+	req.Header.Set("X-Mock-Chunks", "20")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(res.Body)
+	for seen := 0; seen < 2; {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			seen++
+		}
+	}
+	cancel()
+	res.Body.Close()
+	ev := w.waitEvents(t, 1)[0]
+	if ev.GetStatus() != 499 || !ev.GetEstimated() || ev.GetOutputTokens() <= 0 || ev.GetCost() <= 0 {
+		t.Fatalf("abandoned stream: %v", ev)
+	}
+
+	// The upstream breaks mid-stream without usage.
+	_, _ = readSSE(t, stream(t, e.url, "/v1/chat/completions", secret, body, "X-Mock-Break-After", "3"))
+	ev = w.waitEvents(t, 2)[1]
+	if !ev.GetEstimated() || ev.GetOutputTokens() <= 0 {
+		t.Fatalf("broken stream: %v", ev)
+	}
+
+	// Upstream errors pass through and cost what they report (nothing here).
+	res2, body2 := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody, "X-Mock-Status", "429")
+	if res2.StatusCode != 429 || !strings.Contains(body2, "error") {
+		t.Fatalf("upstream 429: %d %s", res2.StatusCode, body2)
+	}
+	ev = w.waitEvents(t, 3)[2]
+	if ev.GetStatus() != 429 || ev.GetCost() != 0 {
+		t.Fatalf("upstream error event: %v", ev)
+	}
+}
+
+func TestHTTPServiceIsMeteredPerRequest(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	res, body := do(t, e.url, "PUT", "/v1/services/acme/echo/things/7?x=1", secret, `{"a":1}`)
+	var echo struct {
+		Method, Path, Query string
+	}
+	if err := json.Unmarshal([]byte(body), &echo); err != nil || res.StatusCode != 200 || echo.Method != "PUT" || echo.Path != "/things/7" || echo.Query != "x=1" {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	ev := w.waitEvents(t, 1)[0]
+	if ev.GetCost() != 1_000_000 || ev.GetEndpoint() != "service" || ev.GetService() != "acme/echo" {
+		t.Fatalf("service event: %v", ev)
+	}
+	if res, _ := do(t, e.url, "GET", "/v1/services/acme/nope/x", secret, ""); res.StatusCode != 404 {
+		t.Fatalf("unknown service: %d", res.StatusCode)
+	}
+}
+
+// Concurrent requests held in flight at one edge cannot spend the same money
+// twice: reservations are taken before going upstream.
+func TestReservationsStopConcurrentOverspend(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	// gpt-4 costs $30/M in and $60/M out: one request of max_tokens 16 has a
+	// worst case well under a cent; $0.002 lets a handful start.
+	secret, _ := w.key(func(k *eventsv1.Key) {
+		k.Limits = []*eventsv1.Limit{{Metric: eventsv1.Metric_METRIC_SPEND, Interval: eventsv1.Interval_INTERVAL_DAY, Amount: 2_000_000, Window: eventsv1.Window_WINDOW_CALENDAR}}
+	})
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, _ := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody, "X-Mock-Delay-Ms", "300")
+			mu.Lock()
+			codes[res.StatusCode]++
+			mu.Unlock()
+			if res.StatusCode == 429 && res.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+		}()
+	}
+	wg.Wait()
+	evs := w.waitEvents(t, codes[200])
+	var spent int64
+	var maxCost int64
+	for _, ev := range evs {
+		spent += ev.GetCost()
+		maxCost = max(maxCost, ev.GetCost())
+	}
+	if codes[429] == 0 || codes[200] == 0 {
+		t.Fatalf("want some requests served and some refused, got %v", codes)
+	}
+	// The limit ends below zero by at most one request beyond its reservation.
+	if spent > 2_000_000+maxCost {
+		t.Fatalf("spent %d nano-dollars against a limit of 2000000 (codes %v)", spent, codes)
+	}
+	t.Logf("40 concurrent requests: %v, spent %d of 2000000", codes, spent)
+}
+
+func TestRequestsPerMinuteAndHeaders(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(func(k *eventsv1.Key) {
+		k.Limits = []*eventsv1.Limit{{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_MINUTE, Amount: 2, Window: eventsv1.Window_WINDOW_ROLLING}}
+	})
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	for i := range 2 {
+		res, _ := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+		if res.StatusCode != 200 || res.Header.Get("X-Ratelimit-Limit-Requests") != "2" {
+			t.Fatalf("request %d: %d %v", i, res.StatusCode, res.Header)
+		}
+	}
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || res.Header.Get("X-Ratelimit-Remaining-Requests") != "0" ||
+		!strings.Contains(body, "rate_limit_exceeded") || !strings.Contains(body, "request limit per minute") {
+		t.Fatalf("third request: %d %v %s", res.StatusCode, res.Header, body)
+	}
+	retry := res.Header.Get("Retry-After")
+	if retry != "30" && retry != "31" && retry != "29" {
+		t.Fatalf("Retry-After %s: 2 per minute refill one every 30 s", retry)
+	}
+	io.Discard.Write(nil)
+}
