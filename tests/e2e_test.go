@@ -364,6 +364,38 @@ func TestDev(t *testing.T) {
 			t.Errorf("database processes left after tollgate dev exited: %v", left)
 		}
 	}
+	t.Run("edge", func(t *testing.T) {
+		if dev.edgeURL == "" {
+			t.Fatalf("the banner names no edge proxy:\n%s", dev.stdout.String())
+		}
+		out := dev.keysJSON(t, "create", "--name", "edge-user", "--models", "gpt-4,claude-3-opus", "--rpm", "100",
+			"--permissions", "predict,read")
+		secret, _ := out["api_key"].(string)
+		chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":20}`
+		// The edge learns of the key from the bus: give it a moment.
+		var r httpResult
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			r = request(t, "POST", dev.edgeURL+"/v1/chat/completions", secret, chat)
+			if r.status != 401 || time.Now().After(deadline) {
+				break
+			}
+		}
+		r.want(t, 200)
+		if got := path(r.json, "usage", "completion_tokens"); got != float64(20) {
+			t.Errorf("completion_tokens %v, want 20 from the mock; body %s", got, r.body)
+		}
+		request(t, "POST", dev.edgeURL+"/v1/chat/completions", secret, strings.Replace(chat, "gpt-4", "gpt-3.5-turbo", 1)).want(t, 403)
+		models := request(t, "GET", dev.edgeURL+"/v1/models", secret, "").want(t, 200)
+		if ids := path(models.json, "data"); len(ids.([]any)) != 2 {
+			t.Errorf("models: want gpt-4 and claude-3-opus, got %s", models.body)
+		}
+		msg := `{"model":"claude-3-opus","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
+		if r := request(t, "POST", dev.edgeURL+"/v1/messages", secret, msg).want(t, 200); path(r.json, "type") != "message" {
+			t.Errorf("anthropic answer: %s", r.body)
+		}
+		request(t, "POST", dev.edgeURL+"/v1/chat/completions", "en_unknown", chat).want(t, 401)
+	})
+
 	t.Run("SIGINT stops everything", func(t *testing.T) {
 		// The check for leftovers finds the running servers, so it can find leftovers.
 		running := dbProcesses(dataDir)

@@ -113,6 +113,7 @@ func (b *syncBuffer) String() string {
 type devProc struct {
 	dataDir        string
 	url            string // admin API, e.g. http://127.0.0.1:40109
+	edgeURL        string // edge proxy
 	token          string // bootstrap operator token from <data-dir>/admin-token
 	cmd            *exec.Cmd
 	stdout, stderr syncBuffer
@@ -120,7 +121,10 @@ type devProc struct {
 	waitErr        error
 }
 
-var adminURLLine = regexp.MustCompile(`(?m)^\s*admin API\s+(http://\S+)`)
+var (
+	adminURLLine = regexp.MustCompile(`(?m)^\s*admin API\s+(http://\S+)`)
+	edgeURLLine  = regexp.MustCompile(`(?m)^\s*edge proxy\s+(http://\S+)`)
+)
 
 // startDev starts `tollgate dev` on dataDir with free ports and waits until
 // its banner names the admin URL. The process is always stopped at cleanup,
@@ -143,7 +147,8 @@ func launchDev(t *testing.T, dataDir string) *devProc {
 	d := &devProc{dataDir: dataDir, done: make(chan struct{})}
 	d.cmd = exec.Command(tollgateBin, "dev", "--data-dir", dataDir,
 		"--nats-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
-		"--postgres-port", "0", "--clickhouse-port", "0")
+		"--postgres-port", "0", "--clickhouse-port", "0",
+		"--edge-listen", "127.0.0.1:0", "--mock-listen", "127.0.0.1:0")
 	d.cmd.Env = cleanEnv()
 	d.cmd.Stdout, d.cmd.Stderr = &d.stdout, &d.stderr
 	// If the test binary dies without its cleanups (a -timeout panic), the
@@ -186,6 +191,9 @@ func (d *devProc) waitReady(timeout time.Duration) error {
 	for {
 		if m := adminURLLine.FindStringSubmatch(d.stdout.String()); m != nil {
 			d.url = m[1]
+			if e := edgeURLLine.FindStringSubmatch(d.stdout.String()); e != nil {
+				d.edgeURL = e[1]
+			}
 			break
 		}
 		select {

@@ -17,9 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/localdb"
 	"github.com/tollgate/tollgate/services/admin"
+	"github.com/tollgate/tollgate/services/edge"
 )
 
 // Run starts everything, prints where it is, and stops it all when ctx ends.
@@ -93,29 +97,60 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 		return fmt.Errorf("write admin token: %w", err)
 	}
 
+	mockURL, err := startMock(ctx, cfg.MockListen)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		return err
+	}
+	err = seedCatalog(ctx, nc, mockURL)
+	nc.Close()
+	if err != nil {
+		return fmt.Errorf("seed the demo catalog: %w", err)
+	}
+
 	adm, err := admin.New(ctx, cfg.Admin, log.With("component", "admin"))
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, adm.Close)
+	edgeCfg := edge.DefaultConfig()
+	edgeCfg.Listen, edgeCfg.NATSURL, edgeCfg.Pepper = cfg.EdgeListen, ns.ClientURL(), cfg.Admin.Pepper
+	edgeCfg.SpoolDir = filepath.Join(dataDir, "spool")
+	edg, err := edge.New(ctx, edgeCfg, log.With("component", "edge"))
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, edg.Close)
 
-	fmt.Fprintf(out, `
+	fmt.Fprintf(out, banner, edg.Addr(), adm.Addr(), mockURL, ns.ClientURL(), filepath.Join(dataDir, "nats"),
+		redactDSN(cfg.Admin.PostgresDSN), clickhouseAddr, tokenFile, tokenFile, edg.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error { return edg.Run(gctx) })
+	return g.Wait()
+}
+
+const banner = `
 Tollgate dev is running (Ctrl-C stops everything it started).
 
+  edge proxy  http://%s   (OpenAI /v1/chat/completions, /v1/completions, /v1/embeddings; Anthropic /v1/messages)
   admin API   http://%s   (Connect, gRPC, gRPC-Web and REST /api-internal/v1/api-keys)
+  mock LLM    %s   (the demo catalog's upstream: gpt-4, gpt-3.5-turbo, gpt-4o-mini, claude-3-opus)
   NATS        %s   (JetStream data in %s)
   PostgreSQL  %s
   ClickHouse  %s
-  admin token %s   (export TOLLGATE_ADMIN_TOKEN=$(cat %s))
+  admin token %s
 
-Create a first key:
+Create a first key and use it:
   export TOLLGATE_ADMIN_TOKEN=$(cat %s)
-  go run ./services/tollgate keys create --name first --limit spend:day:10 --rpm 60
+  KEY=$(./bin/tollgate keys create --name first --limit spend:day:10 --rpm 60 --json | sed -n 's/.*"api_key": "\(.*\)".*/\1/p')
+  curl -s http://%s/v1/chat/completions -H "Authorization: Bearer $KEY" \
+    -d '{"model":"gpt-4","messages":[{"role":"user","content":"hello"}],"max_tokens":20}'
 
-`, adm.Addr(), ns.ClientURL(), filepath.Join(dataDir, "nats"), redactDSN(cfg.Admin.PostgresDSN), clickhouseAddr,
-		tokenFile, tokenFile, tokenFile)
-	return adm.Run(ctx)
-}
+`
 
 // fileSecret reads a secret kept in path, or makes one and keeps it there, so
 // a second `make dev` finds the same pepper (old keys keep working) and token.

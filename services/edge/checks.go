@@ -120,7 +120,10 @@ func setRateLimitHeaders(h http.Header, set *limits.Set, now time.Time) {
 		}
 		h["X-Ratelimit-Limit-"+m.name] = []string{m.format(ls.Amount)}
 		h["X-Ratelimit-Remaining-"+m.name] = []string{m.format(max(ls.Remaining, 0))}
-		reset := ls.ResetAt.Sub(now)
+		// Reset as OpenAI means it: when the limit is back to its initial
+		// state, counting what requests in flight hold as spent.
+		rule := ls.Rule
+		reset := rule.Status(rule.Debit(ls.State, ls.Reserved, now), 0, now).ResetAt.Sub(now)
 		h["X-Ratelimit-Reset-"+m.name] = []string{(max(reset, 0)).Round(time.Millisecond).String()}
 	}
 }
