@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
@@ -33,9 +34,9 @@ func TestChecksRefuseBeforeUpstream(t *testing.T) {
 	w.change(revoked, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) { return keys.Revoke(time.Now(), "t", cur) })
 	expiredSecret, expiring := w.key(nil)
 	w.change(expiring, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) {
-		next := *cur
+		next := proto.CloneOf(cur)
 		next.ExpiresAt = timestamppb.New(time.Now().Add(50 * time.Millisecond))
-		return keys.Update(time.Now(), "t", cur, &next, []string{"expires_at"})
+		return keys.Update(time.Now(), "t", cur, next, []string{"expires_at"})
 	})
 	waitFor(t, "key changes at the edge", func() bool {
 		_, v := e.keys.Lookup(revokedSecret, time.Now())

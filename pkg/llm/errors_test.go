@@ -1,0 +1,92 @@
+package llm
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+)
+
+func TestErrorTypes(t *testing.T) {
+	tests := []struct {
+		status            int
+		openai, anthropic string
+	}{
+		{400, "invalid_request_error", "invalid_request_error"},
+		{401, "authentication_error", "authentication_error"},
+		{402, "invalid_request_error", "billing_error"},
+		{403, "permission_error", "permission_error"},
+		{404, "not_found_error", "not_found_error"},
+		{413, "invalid_request_error", "request_too_large"},
+		{422, "invalid_request_error", "invalid_request_error"},
+		{429, "rate_limit_error", "rate_limit_error"},
+		{500, "server_error", "api_error"},
+		{502, "server_error", "api_error"},
+		{503, "server_error", "overloaded_error"},
+		{504, "server_error", "timeout_error"},
+		{529, "server_error", "overloaded_error"},
+	}
+	for _, tt := range tests {
+		if got := OpenAIErrorType(tt.status); got != tt.openai {
+			t.Errorf("OpenAIErrorType(%d) = %q, want %q", tt.status, got, tt.openai)
+		}
+		if got := AnthropicErrorType(tt.status); got != tt.anthropic {
+			t.Errorf("AnthropicErrorType(%d) = %q, want %q", tt.status, got, tt.anthropic)
+		}
+	}
+}
+
+func TestWriteOpenAIError(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteOpenAIError(w, 401, "", "invalid_api_key", "Incorrect API key provided: \"en_...abcd\".\n\xff")
+	assertJSON(t, w, 401, map[string]any{"error": map[string]any{
+		"message": "Incorrect API key provided: \"en_...abcd\".\n\ufffd",
+		"type":    "authentication_error",
+		"param":   nil,
+		"code":    "invalid_api_key",
+	}})
+
+	w = httptest.NewRecorder()
+	WriteOpenAIError(w, 429, "tokens", "", "Rate limit reached")
+	assertJSON(t, w, 429, map[string]any{"error": map[string]any{
+		"message": "Rate limit reached", "type": "tokens", "param": nil, "code": nil,
+	}})
+}
+
+func TestWriteAnthropicError(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteAnthropicError(w, 413, "", "Request exceeds the maximum size \x01")
+	assertJSON(t, w, 413, map[string]any{"type": "error", "error": map[string]any{
+		"type": "request_too_large", "message": "Request exceeds the maximum size \x01",
+	}})
+}
+
+func TestWriteError(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteError(w, Messages, 403, "model_not_allowed", "Model not allowed")
+	assertJSON(t, w, 403, map[string]any{"type": "error", "error": map[string]any{
+		"type": "permission_error", "message": "Model not allowed",
+	}})
+	w = httptest.NewRecorder()
+	WriteError(w, Chat, 403, "model_not_allowed", "Model not allowed")
+	assertJSON(t, w, 403, map[string]any{"error": map[string]any{
+		"type": "permission_error", "message": "Model not allowed", "param": nil, "code": "model_not_allowed",
+	}})
+}
+
+func assertJSON(t *testing.T, w *httptest.ResponseRecorder, status int, want map[string]any) {
+	t.Helper()
+	if w.Code != status {
+		t.Errorf("status %d, want %d", w.Code, status)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatalf("body %q: %v", w.Body, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("body %s\nwant %v", w.Body, want)
+	}
+}
