@@ -24,14 +24,16 @@ const (
 
 // UsageEvent is what one request through an edge used. Edges publish it to
 // the USAGE stream on tollgate.usage.<partition>.<account>.<key_id>.
-// (edge_instance, sequence) identifies it forever: metering counts it once.
+// (edge_instance, partition, sequence) identifies it forever: metering counts
+// it once.
 type UsageEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	SchemaVersion uint32                 `protobuf:"varint,3,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
-	// The edge process that served the request and its per-instance sequence
-	// number (1, 2, 3, ... without gaps).
+	// The edge process that served the request and its sequence number, which
+	// counts 1, 2, 3, ... without gaps per (edge_instance, partition), so that
+	// metering can recognise every event with a few bytes of state per edge.
 	EdgeInstance string `protobuf:"bytes,4,opt,name=edge_instance,json=edgeInstance,proto3" json:"edge_instance,omitempty"`
 	Sequence     uint64 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	KeyId        string `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
@@ -53,7 +55,9 @@ type UsageEvent struct {
 	LatencyUs int64 `protobuf:"varint,17,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
 	Streamed  bool  `protobuf:"varint,18,opt,name=streamed,proto3" json:"streamed,omitempty"`
 	// True when usage was estimated because the upstream did not report it.
-	Estimated     bool `protobuf:"varint,19,opt,name=estimated,proto3" json:"estimated,omitempty"`
+	Estimated bool `protobuf:"varint,19,opt,name=estimated,proto3" json:"estimated,omitempty"`
+	// The usage partition of the key (also in the subject).
+	Partition     uint32 `protobuf:"varint,20,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,11 +225,18 @@ func (x *UsageEvent) GetEstimated() bool {
 	return false
 }
 
+func (x *UsageEvent) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
 var File_tollgate_events_v1_usage_proto protoreflect.FileDescriptor
 
 const file_tollgate_events_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x1etollgate/events/v1/usage.proto\x12\x12tollgate.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x04\n" +
+	"\x1etollgate/events/v1/usage.proto\x12\x12tollgate.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x05\n" +
 	"\n" +
 	"UsageEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
@@ -249,7 +260,8 @@ const file_tollgate_events_v1_usage_proto_rawDesc = "" +
 	"\n" +
 	"latency_us\x18\x11 \x01(\x03R\tlatencyUs\x12\x1a\n" +
 	"\bstreamed\x18\x12 \x01(\bR\bstreamed\x12\x1c\n" +
-	"\testimated\x18\x13 \x01(\bR\testimatedB\xcc\x01\n" +
+	"\testimated\x18\x13 \x01(\bR\testimated\x12\x1c\n" +
+	"\tpartition\x18\x14 \x01(\rR\tpartitionB\xcc\x01\n" +
 	"\x16com.tollgate.events.v1B\n" +
 	"UsageProtoP\x01Z<github.com/tollgate/tollgate/gen/tollgate/events/v1;eventsv1\xa2\x02\x03TEX\xaa\x02\x12Tollgate.Events.V1\xca\x02\x12Tollgate\\Events\\V1\xe2\x02\x1eTollgate\\Events\\V1\\GPBMetadata\xea\x02\x14Tollgate::Events::V1b\x06proto3"
 

@@ -50,7 +50,7 @@ type Publisher struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	log   *slog.Logger
-	seq   atomic.Uint64
+	seqs  []atomic.Uint64 // per partition
 	queue chan *eventsv1.UsageEvent
 	spool *spool
 
@@ -87,7 +87,8 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, nc: nc, js: js, log: log, queue: make(chan *eventsv1.UsageEvent, cfg.QueueSize), spool: sp}, nil
+	return &Publisher{cfg: cfg, nc: nc, js: js, log: log, queue: make(chan *eventsv1.UsageEvent, cfg.QueueSize), spool: sp,
+		seqs: make([]atomic.Uint64, cfg.Partitions)}, nil
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -104,13 +105,16 @@ func (p *Publisher) Instance() string { return p.cfg.Instance }
 // Stats are counters for metrics and tests.
 func (p *Publisher) Stats() (published, spooled uint64) { return p.published.Load(), p.spooled.Load() }
 
-// Publish stamps ev with this edge's instance, the next sequence number and
-// an id, and queues it. It returns the sequence.
+// Publish stamps ev with this edge's instance, its key's partition, the next
+// sequence number of that partition and an id, and queues it. It returns the
+// sequence.
 func (p *Publisher) Publish(ev *eventsv1.UsageEvent) uint64 {
-	seq := p.seq.Add(1)
+	part := bus.Partition(ev.GetKeyId(), p.cfg.Partitions)
+	seq := p.seqs[part].Add(1)
 	ev.EdgeInstance = p.cfg.Instance
+	ev.Partition = uint32(part)
 	ev.Sequence = seq
-	ev.EventId = p.cfg.Instance + ":" + strconv.FormatUint(seq, 10)
+	ev.EventId = p.cfg.Instance + ":" + strconv.Itoa(part) + ":" + strconv.FormatUint(seq, 10)
 	ev.SchemaVersion = SchemaVersion
 	if ev.OccurredAt == nil {
 		ev.OccurredAt = timestamppb.Now()
@@ -184,7 +188,7 @@ func (p *Publisher) publish(ctx context.Context, evs []*eventsv1.UsageEvent) []*
 			p.log.Error("usage: marshal", "err", err)
 			return evs[i:]
 		}
-		msg := &nats.Msg{Subject: bus.UsageSubject(bus.Partition(ev.GetKeyId(), p.cfg.Partitions), ev.GetAccount(), ev.GetKeyId()), Data: data}
+		msg := &nats.Msg{Subject: bus.UsageSubject(int(ev.GetPartition()), ev.GetAccount(), ev.GetKeyId()), Data: data}
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.GetEventId()))
 		if err != nil {
 			// Keep the ones already sent in the list too: their acks are unknown.
