@@ -1,0 +1,318 @@
+package metering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/services/metering/internal/fold"
+	"github.com/tollgate/tollgate/services/metering/internal/keyhistory"
+	"github.com/tollgate/tollgate/services/metering/internal/store"
+)
+
+// folder folds batches of usage events into PostgreSQL. It is shared by the
+// live worker and the rebuild, so both give the same numbers.
+type folder struct {
+	pool *pgxpool.Pool
+	keys *keyhistory.Keys
+	now  func() time.Time
+}
+
+// result is what a committed fold changed.
+type result struct {
+	balances []*eventsv1.KeyBalance
+	alerts   []*eventsv1.Alert
+	folded   int
+	dupes    int
+}
+
+// foldBatch folds events in one transaction: it locks the progress of their
+// (edge, partition)s and the balances of their keys, skips every event the
+// progress says was folded before (a redelivery, a replayed spool, a
+// duplicate in the batch), applies the rest in order and writes everything
+// back, with the alerts to publish, before COMMIT. Nothing is acknowledged
+// to the bus before this returns.
+func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent) (result, error) {
+	var res result
+	parts := map[store.EdgePart]bool{}
+	keySet := map[string]*eventsv1.UsageEvent{}
+	for _, ev := range evs {
+		parts[store.EdgePart{Edge: ev.GetEdgeInstance(), Partition: int32(ev.GetPartition())}] = true
+		keySet[ev.GetKeyId()] = ev
+	}
+	partList := make([]store.EdgePart, 0, len(parts))
+	for p := range parts {
+		partList = append(partList, p)
+	}
+	keyIDs := make([]string, 0, len(keySet))
+	for id := range keySet {
+		keyIDs = append(keyIDs, id)
+	}
+	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		progress, err := store.LoadProgress(ctx, tx, partList)
+		if err != nil {
+			return err
+		}
+		bals, err := store.LoadBalances(ctx, tx, keyIDs)
+		if err != nil {
+			return err
+		}
+		res = result{}
+		touched := map[string]bool{}
+		var alerts []fold.Alert
+		for _, ev := range evs {
+			p := progress[store.EdgePart{Edge: ev.GetEdgeInstance(), Partition: int32(ev.GetPartition())}]
+			if !p.Add(ev.GetSequence()) {
+				res.dupes++
+				continue
+			}
+			h, _ := f.keys.History(ev.GetKeyId())
+			alerts = append(alerts, fold.Apply(bals[ev.GetKeyId()], h, ev)...)
+			touched[ev.GetKeyId()] = true
+			res.folded++
+		}
+		if res.folded == 0 {
+			return nil
+		}
+		now := f.now()
+		for id := range touched {
+			ev := keySet[id]
+			kb := store.ToProto(bals[id], ev.GetAccount(), ev.GetPartition(), now)
+			for ep, p := range progress {
+				if uint32(ep.Partition) == ev.GetPartition() {
+					kb.Folded = append(kb.Folded, &eventsv1.EdgeProgress{EdgeInstance: ep.Edge, Watermark: p.Watermark, Above: p.Above})
+				}
+			}
+			res.balances = append(res.balances, kb)
+		}
+		if err := store.SaveBalances(ctx, tx, res.balances); err != nil {
+			return err
+		}
+		if err := store.SaveProgress(ctx, tx, progress); err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		for _, a := range alerts {
+			msg := alertProto(a)
+			data, err := proto.Marshal(msg)
+			if err != nil {
+				return err
+			}
+			store.QueueAlert(b, a.ID, bus.AlertSubject(a.Account, a.KeyID), data)
+			res.alerts = append(res.alerts, msg)
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return result{}, fmt.Errorf("fold %d events: %w", len(evs), err)
+	}
+	return res, nil
+}
+
+func alertProto(a fold.Alert) *eventsv1.Alert {
+	return &eventsv1.Alert{AlertId: a.ID, OccurredAt: timestamppb.New(a.At), SchemaVersion: 1, KeyId: a.KeyID, Account: a.Account,
+		Metric: a.Limit.Metric, Interval: a.Limit.Interval, Window: a.Limit.Window, ThresholdPpm: a.Threshold,
+		Exhausted: a.Exhausted, Used: a.Used, Amount: a.Amount}
+}
+
+// worker is one metering process: it consumes its partitions, folds, acks
+// after commit, and publishes balances and alerts.
+type worker struct {
+	cfg        Config
+	log        *slog.Logger
+	js         jetstream.JetStream
+	folder     *folder
+	keysStream jetstream.Stream
+	lag        func(time.Duration) // observes fold lag (event time to commit), for tests and metrics
+}
+
+// consumerName is the durable consumer of one partition: stable, so that a
+// worker restarting (or taking over the partition) resumes where it stopped.
+func consumerName(p int) string { return "metering-p" + strconv.Itoa(p) }
+
+func (w *worker) run(ctx context.Context) error {
+	in := make(chan jetstream.Msg, 4*w.cfg.BatchSize)
+	for _, p := range w.cfg.owned() {
+		cons, err := w.js.CreateOrUpdateConsumer(ctx, bus.UsageStream, jetstream.ConsumerConfig{
+			Durable: consumerName(p), FilterSubject: bus.UsageSubjectPrefix + strconv.Itoa(p) + ".>",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: 8 * w.cfg.BatchSize,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return fmt.Errorf("consumer for partition %d: %w", p, err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.BatchSize))
+		if err != nil {
+			return fmt.Errorf("consume partition %d: %w", p, err)
+		}
+		defer it.Stop()
+		go func() {
+			for {
+				m, err := it.Next()
+				if err != nil {
+					if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				select {
+				case in <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	w.log.Info("metering worker started", "partitions", w.cfg.owned())
+	batch := make([]jetstream.Msg, 0, w.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case m := <-in:
+			batch = append(batch, m)
+		case <-ctx.Done():
+			return nil
+		}
+		deadline := time.After(w.cfg.BatchDelay)
+	fill:
+		for len(batch) < w.cfg.BatchSize {
+			select {
+			case m := <-in:
+				batch = append(batch, m)
+			case <-deadline:
+				break fill
+			}
+		}
+		if err := w.process(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Unacknowledged messages come back after AckWait; nak them to
+			// come back sooner. The progress in PostgreSQL makes that safe.
+			w.log.Error("fold failed; the batch will be redelivered", "err", err, "events", len(batch))
+			for _, m := range batch {
+				m.NakWithDelay(time.Second) //nolint:errcheck
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+}
+
+func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
+	evs := make([]*eventsv1.UsageEvent, 0, len(batch))
+	for _, m := range batch {
+		ev := new(eventsv1.UsageEvent)
+		if err := proto.Unmarshal(m.Data(), ev); err != nil || ev.GetEdgeInstance() == "" {
+			w.log.Error("metering: undecodable usage event dropped", "subject", m.Subject(), "err", err)
+			m.Term() //nolint:errcheck // it will never decode
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	// No event is folded with a key configuration older than one appended.
+	if err := w.folder.keys.CatchUp(ctx, w.keysStream); err != nil {
+		return err
+	}
+	res, err := w.folder.foldBatch(ctx, evs)
+	if err != nil {
+		return err
+	}
+	// Acks follow the commit: a crash before this line redelivers the batch,
+	// and the progress committed with it makes the fold skip it.
+	for _, m := range batch {
+		if err := m.Ack(); err != nil {
+			w.log.Warn("ack after commit failed; the events will be redelivered and skipped", "err", err)
+			break
+		}
+	}
+	if w.lag != nil {
+		now := time.Now()
+		for _, ev := range evs {
+			w.lag(now.Sub(ev.GetOccurredAt().AsTime()))
+		}
+	}
+	w.publish(ctx, res)
+	return nil
+}
+
+// publish sends the touched balances to BALANCES and flushes the alert
+// outbox. Both are derived from committed state: a lost balance is
+// replaced by the next fold of the key, and alerts stay in the outbox until
+// the bus has them.
+func (w *worker) publish(ctx context.Context, res result) {
+	var futures []jetstream.PubAckFuture
+	for _, kb := range res.balances {
+		data, err := proto.Marshal(kb)
+		if err != nil {
+			continue
+		}
+		f, err := w.js.PublishMsgAsync(&nats.Msg{Subject: "$KV." + bus.BalancesBucket + "." + kb.GetKeyId(), Data: data})
+		if err == nil {
+			futures = append(futures, f)
+		}
+	}
+	if len(res.alerts) > 0 {
+		if err := flushOutbox(ctx, w.folder.pool, w.js); err != nil {
+			w.log.Warn("alerts stay in the outbox for now", "err", err)
+		}
+	}
+	timeout := time.After(5 * time.Second)
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case <-f.Err():
+		case <-timeout:
+			return
+		}
+	}
+}
+
+// flushOutbox publishes pending alerts with their id as message id (the
+// stream drops a duplicate within its window, the notifier by id) and
+// deletes those the bus acknowledged.
+func flushOutbox(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream) error {
+	rows, err := pool.Query(ctx, `SELECT id, subject, payload FROM metering_alert_outbox ORDER BY id LIMIT 1000`)
+	if err != nil {
+		return err
+	}
+	type pending struct {
+		id, subject string
+		payload     []byte
+	}
+	var ps []pending
+	for rows.Next() {
+		var p pending
+		if err := rows.Scan(&p.id, &p.subject, &p.payload); err != nil {
+			return err
+		}
+		ps = append(ps, p)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var done []string
+	for _, p := range ps {
+		if _, err := js.Publish(ctx, p.subject, p.payload, jetstream.WithMsgID(p.id)); err != nil {
+			break
+		}
+		done = append(done, p.id)
+	}
+	if len(done) > 0 {
+		if _, err := pool.Exec(ctx, `DELETE FROM metering_alert_outbox WHERE id = ANY($1)`, done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
