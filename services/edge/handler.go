@@ -123,10 +123,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	}
 	cost := requestCost(c, model, out, u, err)
 	now := time.Now()
-	st := e.State
-	st.Mu.Lock()
-	st.Limits.Settle(res, limits.Usage{Spend: money.Nanos(cost), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Requests: 1}, now)
-	st.Mu.Unlock()
+	actual := limits.Usage{Spend: money.Nanos(cost), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Requests: 1}
 
 	ev := &eventsv1.UsageEvent{
 		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
@@ -140,7 +137,11 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	if c.kind == llm.Other {
 		ev.Endpoint = "service"
 	}
-	s.usage.Publish(ev)
+	st := e.State
+	st.Mu.Lock()
+	st.Limits.Settle(res, actual, now)
+	st.Spent(s.usage.Publish(ev), now, actual)
+	st.Mu.Unlock()
 }
 
 func adapterFor(kind llm.Kind) eventsv1.Adapter {

@@ -156,6 +156,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return keepRunning(gctx, s.log, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, s.log) })
 	})
+	g.Go(func() error {
+		return keepRunning(gctx, s.log, "balances", func(c context.Context) error { return s.keys.WatchBalances(c, s.js, s.Instance()) })
+	})
 	pubCtx, stopPublishing := context.WithCancel(context.WithoutCancel(ctx))
 	pubDone := make(chan error, 1)
 	go func() { pubDone <- s.usage.Run(pubCtx) }()

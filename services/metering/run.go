@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/pgdb"
 	"github.com/tollgate/tollgate/services/metering/internal/keyhistory"
@@ -103,4 +104,10 @@ func openSchema(ctx context.Context, dsn, schema string) (*pgxpool.Pool, error) 
 		return nil, err
 	}
 	return pool, pool.Ping(ctx)
+}
+
+// Balance reads a key's folded balance from metering's tables (nil when
+// nothing was folded for it yet). The admin API's GetBalances uses it.
+func Balance(ctx context.Context, pool *pgxpool.Pool, keyID string) (*eventsv1.KeyBalance, error) {
+	return store.Balance(ctx, pool, keyID)
 }

@@ -52,6 +52,10 @@ type Entry struct {
 type KeyState struct {
 	Mu     sync.Mutex
 	Limits *limits.Set
+
+	pending   []pendingUsage // this edge's usage metering has not folded yet
+	folded    progress       // what metering has folded of this edge's events
+	balanceAt time.Time      // when the last applied balance was written
 }
 
 // CanPredict and CanRead report the key's permissions (WRITE includes READ).

@@ -1,0 +1,122 @@
+package keyring
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/limits"
+)
+
+// An edge's view of a key's limits is "the authoritative balance from
+// metering, minus what this edge spent that metering has not folded yet"
+// (DESIGN.md section 5). pending holds that unfolded spend.
+
+type pendingUsage struct {
+	seq   uint64
+	at    time.Time
+	usage limits.Usage
+}
+
+// Spent records usage this edge settled and published as seq, so that it
+// can be subtracted from authoritative balances until metering folds it.
+// Call it with st.Mu held.
+func (st *KeyState) Spent(seq uint64, at time.Time, u limits.Usage) {
+	if st.folded.Seen(seq) {
+		return // metering was faster than us
+	}
+	st.pending = append(st.pending, pendingUsage{seq: seq, at: at, usage: u})
+}
+
+// progress mirrors metering's fold.Progress for this edge's partition.
+type progress struct {
+	watermark uint64
+	above     []uint64
+}
+
+func (p *progress) Seen(seq uint64) bool {
+	if seq <= p.watermark {
+		return true
+	}
+	_, ok := slices.BinarySearch(p.above, seq)
+	return ok
+}
+
+// ApplyBalance replaces a key's limit states with metering's and subtracts
+// this edge's (instance's) usage that the balance does not include yet.
+// Reservations of requests in flight are kept.
+func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string) {
+	e, ok := r.Get(kb.GetKeyId())
+	if !ok {
+		return
+	}
+	st := e.State
+	st.Mu.Lock()
+	defer st.Mu.Unlock()
+	if at := kb.GetUpdatedAt().AsTime(); !at.After(st.balanceAt) {
+		return // an older balance than one already applied
+	} else {
+		st.balanceAt = at
+	}
+	for _, f := range kb.GetFolded() {
+		if f.GetEdgeInstance() == instance && f.GetWatermark() >= st.folded.watermark {
+			st.folded = progress{watermark: f.GetWatermark(), above: f.GetAbove()}
+		}
+	}
+	for _, lb := range kb.GetLimits() {
+		st.Limits.SetState(limits.ID{Metric: lb.GetMetric(), Interval: lb.GetInterval()},
+			limits.State{Level: lb.GetLevel(), Used: lb.GetUsed(), At: lb.GetAt().AsTime()})
+	}
+	keep := st.pending[:0]
+	for _, p := range st.pending {
+		if st.folded.Seen(p.seq) {
+			continue
+		}
+		keep = append(keep, p)
+		st.Limits.Debit(p.usage, p.at)
+	}
+	clear(st.pending[len(keep):])
+	st.pending = keep
+}
+
+// WatchBalances applies every balance metering publishes until ctx ends.
+func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instance string) error {
+	kv, err := bus.EnsureBalances(ctx, js, bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bus.BalancesBucket, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", bus.BalancesBucket)
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			kb := new(eventsv1.KeyBalance)
+			if err := proto.Unmarshal(e.Value(), kb); err != nil {
+				r.log.Error("balances: undecodable balance skipped", "key", e.Key(), "err", err)
+				continue
+			}
+			r.ApplyBalance(kb, instance)
+		}
+	}
+}
+
+// Pending is how many of this edge's usage events the key's view still
+// subtracts because metering has not folded them. Call with st.Mu held.
+func (st *KeyState) Pending() int { return len(st.pending) }
