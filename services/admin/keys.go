@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/tollgate/tollgate/gen/tollgate/admin/v1"
@@ -30,6 +31,7 @@ type keyService struct {
 	now           func() time.Time
 	defaultPrefix string
 	logger        *slog.Logger
+	pool          *pgxpool.Pool // metering's balances live in the same database
 }
 
 // readYourWritesWait bounds how long a mutation waits for the read model to

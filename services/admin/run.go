@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/pgdb"
 	"github.com/tollgate/tollgate/services/admin/internal/readmodel"
+	"github.com/tollgate/tollgate/services/metering"
 )
 
 // Server is a running admin role's parts. New connects and prepares; Run
@@ -90,6 +91,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err := readmodel.Migrate(ctx, s.pool); err != nil {
 		return nil, err
 	}
+	if err := metering.Migrate(ctx, s.pool); err != nil {
+		return nil, err
+	}
 	if cfg.RebuildReadModel {
 		log.Info("rebuilding the key read model from the KEYS stream")
 		if err := readmodel.Reset(ctx, s.pool); err != nil {
@@ -99,7 +103,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	store := readmodel.NewStore(s.pool, time.Now)
 	s.projector = readmodel.NewProjector(s.pool, js, log)
 	svc := &keyService{keyLog: keyLog, store: store, projector: s.projector, hasher: hasher,
-		now: time.Now, defaultPrefix: cfg.DefaultPrefix, logger: log}
+		now: time.Now, defaultPrefix: cfg.DefaultPrefix, logger: log, pool: s.pool}
 	authn := auth.New(auth.Config{BootstrapToken: cfg.AdminToken, DefaultAccount: cfg.DefaultAccount,
 		JWTSecret: []byte(cfg.JWTSecret), JWTPublicKey: pub, Hasher: hasher, Keys: store})
 	cat, err := catalog.Open(ctx, js, cfg.StreamReplicas)

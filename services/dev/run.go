@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate/tollgate/pkg/localdb"
 	"github.com/tollgate/tollgate/services/admin"
 	"github.com/tollgate/tollgate/services/edge"
+	"github.com/tollgate/tollgate/services/metering"
 )
 
 // Run starts everything, prints where it is, and stops it all when ctx ends.
@@ -127,9 +128,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 
 	fmt.Fprintf(out, banner, edg.Addr(), adm.Addr(), mockURL, ns.ClientURL(), filepath.Join(dataDir, "nats"),
 		redactDSN(cfg.Admin.PostgresDSN), clickhouseAddr, tokenFile, tokenFile, edg.Addr())
+	meterCfg := metering.DefaultConfig()
+	meterCfg.NATSURL, meterCfg.PostgresDSN, meterCfg.Partitions = ns.ClientURL(), cfg.Admin.PostgresDSN, edgeCfg.Partitions
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Run(gctx) })
 	g.Go(func() error { return edg.Run(gctx) })
+	g.Go(func() error { return metering.Run(gctx, meterCfg, log.With("component", "metering")) })
 	return g.Wait()
 }
 

@@ -111,3 +111,7 @@ func openSchema(ctx context.Context, dsn, schema string) (*pgxpool.Pool, error) 
 func Balance(ctx context.Context, pool *pgxpool.Pool, keyID string) (*eventsv1.KeyBalance, error) {
 	return store.Balance(ctx, pool, keyID)
 }
+
+// Migrate brings metering's tables up to date; the admin role calls it too,
+// so GetBalances works before the first metering worker has run.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error { return store.Migrate(ctx, pool) }

@@ -96,7 +96,7 @@ type command func(ctx context.Context, cl *client, args []string, out io.Writer)
 
 var keyCommands = map[string]command{
 	"create": keysCreate, "list": keysList, "get": keysGet,
-	"update": keysUpdate, "revoke": keysRevoke, "rotate": keysRotate,
+	"update": keysUpdate, "revoke": keysRevoke, "rotate": keysRotate, "balance": keysBalance,
 }
 
 const keysUsage = `Usage: tollgate keys <command> [flags]
@@ -108,6 +108,7 @@ Commands:
   update ID [flags]            change the settings given as flags
   revoke ID                    revoke a key at once
   rotate ID [--grace 10m]      issue a new secret; prints it once
+  balance ID                   per limit: amount, used, available, when it resets
 
 Run 'tollgate keys <command> --help' for the flags of a command.
 `

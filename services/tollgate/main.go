@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/services/admin"
 	"github.com/tollgate/tollgate/services/dev"
 	"github.com/tollgate/tollgate/services/edge"
+	"github.com/tollgate/tollgate/services/metering"
 )
 
 const usage = `Tollgate issues API keys and meters and enforces what each key may do and spend.
@@ -28,6 +29,8 @@ Usage: tollgate <role or command> [flags]
 Roles (long-running):
   admin      the admin API: KeyService and CatalogService over Connect/gRPC/gRPC-Web, REST, the key read model
   edge       the OpenAI- and Anthropic-compatible proxy that enforces keys and publishes usage
+  metering   folds usage into authoritative balances (PostgreSQL), BALANCES and ALERTS;
+             'tollgate metering rebuild' recomputes every balance and reports differences
   dev        every role in one process, NATS embedded, PostgreSQL and ClickHouse under ./.data
 
 Operator commands (talk to the admin API):
@@ -58,6 +61,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg := edgeSettings{Config: edge.DefaultConfig(), Log: defaultLog()}
 		return runRole("edge", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
 			return edge.Run(ctx, cfg.Config, log)
+		})
+	case "metering":
+		cfg := meteringSettings{Config: metering.DefaultConfig(), Log: defaultLog()}
+		if len(args) > 1 && args[1] == "rebuild" {
+			return runRole("metering rebuild", args[2:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+				rep, err := metering.Rebuild(ctx, cfg.Config, log, stdout)
+				if err == nil && len(rep.Differences) > 0 {
+					err = fmt.Errorf("%d keys differ from the live balances (rebuilt into schema %s)", len(rep.Differences), rep.Schema)
+				}
+				return err
+			})
+		}
+		return runRole("metering", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+			return metering.Run(ctx, cfg.Config, log)
 		})
 	case "dev":
 		cfg := devSettings{Config: dev.DefaultConfig(), Log: logSettings{Level: slog.LevelInfo, Format: "text"}}
@@ -91,6 +108,11 @@ type adminSettings struct {
 type edgeSettings struct {
 	Log         logSettings `yaml:"log"`
 	edge.Config `yaml:",inline"`
+}
+
+type meteringSettings struct {
+	Log             logSettings `yaml:"log"`
+	metering.Config `yaml:",inline"`
 }
 
 type devSettings struct {

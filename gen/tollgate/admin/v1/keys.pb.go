@@ -1177,6 +1177,249 @@ func (x *RotateKeyResponse) GetSecret() string {
 	return ""
 }
 
+type GetBalancesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalancesRequest) Reset() {
+	*x = GetBalancesRequest{}
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalancesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalancesRequest) ProtoMessage() {}
+
+func (x *GetBalancesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalancesRequest.ProtoReflect.Descriptor instead.
+func (*GetBalancesRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_keys_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetBalancesRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetBalancesRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// LimitBalance is one limit now. Money is decimal dollars; tokens and
+// requests are whole numbers.
+type LimitBalance struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Metric   v1.Metric              `protobuf:"varint,1,opt,name=metric,proto3,enum=tollgate.events.v1.Metric" json:"metric,omitempty"`
+	Interval v1.Interval            `protobuf:"varint,2,opt,name=interval,proto3,enum=tollgate.events.v1.Interval" json:"interval,omitempty"`
+	Window   v1.Window              `protobuf:"varint,3,opt,name=window,proto3,enum=tollgate.events.v1.Window" json:"window,omitempty"`
+	Amount   string                 `protobuf:"bytes,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	Used     string                 `protobuf:"bytes,5,opt,name=used,proto3" json:"used,omitempty"`
+	// May be negative: a request can cost more than was left.
+	Available string `protobuf:"bytes,6,opt,name=available,proto3" json:"available,omitempty"`
+	// Rolling: when the limit is full again if nothing more is used.
+	// Calendar: when the window resets.
+	ResetsAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitBalance) Reset() {
+	*x = LimitBalance{}
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitBalance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitBalance) ProtoMessage() {}
+
+func (x *LimitBalance) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitBalance.ProtoReflect.Descriptor instead.
+func (*LimitBalance) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_keys_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LimitBalance) GetMetric() v1.Metric {
+	if x != nil {
+		return x.Metric
+	}
+	return v1.Metric(0)
+}
+
+func (x *LimitBalance) GetInterval() v1.Interval {
+	if x != nil {
+		return x.Interval
+	}
+	return v1.Interval(0)
+}
+
+func (x *LimitBalance) GetWindow() v1.Window {
+	if x != nil {
+		return x.Window
+	}
+	return v1.Window(0)
+}
+
+func (x *LimitBalance) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *LimitBalance) GetUsed() string {
+	if x != nil {
+		return x.Used
+	}
+	return ""
+}
+
+func (x *LimitBalance) GetAvailable() string {
+	if x != nil {
+		return x.Available
+	}
+	return ""
+}
+
+func (x *LimitBalance) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+type GetBalancesResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	KeyId  string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Limits []*LimitBalance        `protobuf:"bytes,2,rep,name=limits,proto3" json:"limits,omitempty"`
+	// Totals folded so far.
+	Requests     int64  `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	InputTokens  int64  `protobuf:"varint,4,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens int64  `protobuf:"varint,5,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	Cost         string `protobuf:"bytes,6,opt,name=cost,proto3" json:"cost,omitempty"`
+	// When metering last folded usage of this key (unset: never).
+	FoldedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=folded_at,json=foldedAt,proto3" json:"folded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalancesResponse) Reset() {
+	*x = GetBalancesResponse{}
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalancesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalancesResponse) ProtoMessage() {}
+
+func (x *GetBalancesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_keys_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalancesResponse.ProtoReflect.Descriptor instead.
+func (*GetBalancesResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_keys_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetBalancesResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GetBalancesResponse) GetLimits() []*LimitBalance {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *GetBalancesResponse) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *GetBalancesResponse) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *GetBalancesResponse) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *GetBalancesResponse) GetCost() string {
+	if x != nil {
+		return x.Cost
+	}
+	return ""
+}
+
+func (x *GetBalancesResponse) GetFoldedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FoldedAt
+	}
+	return nil
+}
+
 var File_tollgate_admin_v1_keys_proto protoreflect.FileDescriptor
 
 const file_tollgate_admin_v1_keys_proto_rawDesc = "" +
@@ -1283,7 +1526,26 @@ const file_tollgate_admin_v1_keys_proto_rawDesc = "" +
 	"\x11expected_revision\x18\x04 \x01(\x04R\x10expectedRevision\"U\n" +
 	"\x11RotateKeyResponse\x12(\n" +
 	"\x03key\x18\x01 \x01(\v2\x16.tollgate.admin.v1.KeyR\x03key\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret2\xa2\x04\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\">\n" +
+	"\x12GetBalancesRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xb3\x02\n" +
+	"\fLimitBalance\x122\n" +
+	"\x06metric\x18\x01 \x01(\x0e2\x1a.tollgate.events.v1.MetricR\x06metric\x128\n" +
+	"\binterval\x18\x02 \x01(\x0e2\x1c.tollgate.events.v1.IntervalR\binterval\x122\n" +
+	"\x06window\x18\x03 \x01(\x0e2\x1a.tollgate.events.v1.WindowR\x06window\x12\x16\n" +
+	"\x06amount\x18\x04 \x01(\tR\x06amount\x12\x12\n" +
+	"\x04used\x18\x05 \x01(\tR\x04used\x12\x1c\n" +
+	"\tavailable\x18\x06 \x01(\tR\tavailable\x127\n" +
+	"\tresets_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\"\x96\x02\n" +
+	"\x13GetBalancesResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x127\n" +
+	"\x06limits\x18\x02 \x03(\v2\x1f.tollgate.admin.v1.LimitBalanceR\x06limits\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\x12!\n" +
+	"\finput_tokens\x18\x04 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x05 \x01(\x03R\foutputTokens\x12\x12\n" +
+	"\x04cost\x18\x06 \x01(\tR\x04cost\x127\n" +
+	"\tfolded_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfoldedAt2\x85\x05\n" +
 	"\n" +
 	"KeyService\x12X\n" +
 	"\tCreateKey\x12#.tollgate.admin.v1.CreateKeyRequest\x1a$.tollgate.admin.v1.CreateKeyResponse\"\x00\x12R\n" +
@@ -1291,7 +1553,8 @@ const file_tollgate_admin_v1_keys_proto_rawDesc = "" +
 	"\bListKeys\x12\".tollgate.admin.v1.ListKeysRequest\x1a#.tollgate.admin.v1.ListKeysResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\tUpdateKey\x12#.tollgate.admin.v1.UpdateKeyRequest\x1a$.tollgate.admin.v1.UpdateKeyResponse\"\x00\x12X\n" +
 	"\tRevokeKey\x12#.tollgate.admin.v1.RevokeKeyRequest\x1a$.tollgate.admin.v1.RevokeKeyResponse\"\x00\x12X\n" +
-	"\tRotateKey\x12#.tollgate.admin.v1.RotateKeyRequest\x1a$.tollgate.admin.v1.RotateKeyResponse\"\x00B\xc4\x01\n" +
+	"\tRotateKey\x12#.tollgate.admin.v1.RotateKeyRequest\x1a$.tollgate.admin.v1.RotateKeyResponse\"\x00\x12a\n" +
+	"\vGetBalances\x12%.tollgate.admin.v1.GetBalancesRequest\x1a&.tollgate.admin.v1.GetBalancesResponse\"\x03\x90\x02\x01B\xc4\x01\n" +
 	"\x15com.tollgate.admin.v1B\tKeysProtoP\x01Z:github.com/tollgate/tollgate/gen/tollgate/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tollgate.Admin.V1\xca\x02\x11Tollgate\\Admin\\V1\xe2\x02\x1dTollgate\\Admin\\V1\\GPBMetadata\xea\x02\x13Tollgate::Admin::V1b\x06proto3"
 
 var (
@@ -1306,7 +1569,7 @@ func file_tollgate_admin_v1_keys_proto_rawDescGZIP() []byte {
 	return file_tollgate_admin_v1_keys_proto_rawDescData
 }
 
-var file_tollgate_admin_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_tollgate_admin_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_tollgate_admin_v1_keys_proto_goTypes = []any{
 	(*Limit)(nil),                 // 0: tollgate.admin.v1.Limit
 	(*KeySettings)(nil),           // 1: tollgate.admin.v1.KeySettings
@@ -1323,58 +1586,69 @@ var file_tollgate_admin_v1_keys_proto_goTypes = []any{
 	(*RevokeKeyResponse)(nil),     // 12: tollgate.admin.v1.RevokeKeyResponse
 	(*RotateKeyRequest)(nil),      // 13: tollgate.admin.v1.RotateKeyRequest
 	(*RotateKeyResponse)(nil),     // 14: tollgate.admin.v1.RotateKeyResponse
-	(v1.Metric)(0),                // 15: tollgate.events.v1.Metric
-	(v1.Interval)(0),              // 16: tollgate.events.v1.Interval
-	(v1.Window)(0),                // 17: tollgate.events.v1.Window
-	(v1.Permission)(0),            // 18: tollgate.events.v1.Permission
-	(*v1.Filter)(nil),             // 19: tollgate.events.v1.Filter
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 21: google.protobuf.FieldMask
+	(*GetBalancesRequest)(nil),    // 15: tollgate.admin.v1.GetBalancesRequest
+	(*LimitBalance)(nil),          // 16: tollgate.admin.v1.LimitBalance
+	(*GetBalancesResponse)(nil),   // 17: tollgate.admin.v1.GetBalancesResponse
+	(v1.Metric)(0),                // 18: tollgate.events.v1.Metric
+	(v1.Interval)(0),              // 19: tollgate.events.v1.Interval
+	(v1.Window)(0),                // 20: tollgate.events.v1.Window
+	(v1.Permission)(0),            // 21: tollgate.events.v1.Permission
+	(*v1.Filter)(nil),             // 22: tollgate.events.v1.Filter
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 24: google.protobuf.FieldMask
 }
 var file_tollgate_admin_v1_keys_proto_depIdxs = []int32{
-	15, // 0: tollgate.admin.v1.Limit.metric:type_name -> tollgate.events.v1.Metric
-	16, // 1: tollgate.admin.v1.Limit.interval:type_name -> tollgate.events.v1.Interval
-	17, // 2: tollgate.admin.v1.Limit.window:type_name -> tollgate.events.v1.Window
-	18, // 3: tollgate.admin.v1.KeySettings.permissions:type_name -> tollgate.events.v1.Permission
-	19, // 4: tollgate.admin.v1.KeySettings.models:type_name -> tollgate.events.v1.Filter
-	19, // 5: tollgate.admin.v1.KeySettings.services:type_name -> tollgate.events.v1.Filter
-	20, // 6: tollgate.admin.v1.KeySettings.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 0: tollgate.admin.v1.Limit.metric:type_name -> tollgate.events.v1.Metric
+	19, // 1: tollgate.admin.v1.Limit.interval:type_name -> tollgate.events.v1.Interval
+	20, // 2: tollgate.admin.v1.Limit.window:type_name -> tollgate.events.v1.Window
+	21, // 3: tollgate.admin.v1.KeySettings.permissions:type_name -> tollgate.events.v1.Permission
+	22, // 4: tollgate.admin.v1.KeySettings.models:type_name -> tollgate.events.v1.Filter
+	22, // 5: tollgate.admin.v1.KeySettings.services:type_name -> tollgate.events.v1.Filter
+	23, // 6: tollgate.admin.v1.KeySettings.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 7: tollgate.admin.v1.KeySettings.limits:type_name -> tollgate.admin.v1.Limit
-	18, // 8: tollgate.admin.v1.Key.permissions:type_name -> tollgate.events.v1.Permission
-	19, // 9: tollgate.admin.v1.Key.models:type_name -> tollgate.events.v1.Filter
-	19, // 10: tollgate.admin.v1.Key.services:type_name -> tollgate.events.v1.Filter
-	20, // 11: tollgate.admin.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 8: tollgate.admin.v1.Key.permissions:type_name -> tollgate.events.v1.Permission
+	22, // 9: tollgate.admin.v1.Key.models:type_name -> tollgate.events.v1.Filter
+	22, // 10: tollgate.admin.v1.Key.services:type_name -> tollgate.events.v1.Filter
+	23, // 11: tollgate.admin.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 12: tollgate.admin.v1.Key.limits:type_name -> tollgate.admin.v1.Limit
-	20, // 13: tollgate.admin.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	20, // 14: tollgate.admin.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 15: tollgate.admin.v1.Key.revoked_at:type_name -> google.protobuf.Timestamp
+	23, // 13: tollgate.admin.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	23, // 14: tollgate.admin.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 15: tollgate.admin.v1.Key.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 16: tollgate.admin.v1.CreateKeyRequest.key:type_name -> tollgate.admin.v1.KeySettings
 	2,  // 17: tollgate.admin.v1.CreateKeyResponse.key:type_name -> tollgate.admin.v1.Key
 	2,  // 18: tollgate.admin.v1.GetKeyResponse.key:type_name -> tollgate.admin.v1.Key
-	18, // 19: tollgate.admin.v1.ListKeysRequest.permission:type_name -> tollgate.events.v1.Permission
+	21, // 19: tollgate.admin.v1.ListKeysRequest.permission:type_name -> tollgate.events.v1.Permission
 	2,  // 20: tollgate.admin.v1.ListKeysResponse.keys:type_name -> tollgate.admin.v1.Key
 	1,  // 21: tollgate.admin.v1.UpdateKeyRequest.key:type_name -> tollgate.admin.v1.KeySettings
-	21, // 22: tollgate.admin.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	24, // 22: tollgate.admin.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 23: tollgate.admin.v1.UpdateKeyResponse.key:type_name -> tollgate.admin.v1.Key
 	2,  // 24: tollgate.admin.v1.RevokeKeyResponse.key:type_name -> tollgate.admin.v1.Key
 	2,  // 25: tollgate.admin.v1.RotateKeyResponse.key:type_name -> tollgate.admin.v1.Key
-	3,  // 26: tollgate.admin.v1.KeyService.CreateKey:input_type -> tollgate.admin.v1.CreateKeyRequest
-	5,  // 27: tollgate.admin.v1.KeyService.GetKey:input_type -> tollgate.admin.v1.GetKeyRequest
-	7,  // 28: tollgate.admin.v1.KeyService.ListKeys:input_type -> tollgate.admin.v1.ListKeysRequest
-	9,  // 29: tollgate.admin.v1.KeyService.UpdateKey:input_type -> tollgate.admin.v1.UpdateKeyRequest
-	11, // 30: tollgate.admin.v1.KeyService.RevokeKey:input_type -> tollgate.admin.v1.RevokeKeyRequest
-	13, // 31: tollgate.admin.v1.KeyService.RotateKey:input_type -> tollgate.admin.v1.RotateKeyRequest
-	4,  // 32: tollgate.admin.v1.KeyService.CreateKey:output_type -> tollgate.admin.v1.CreateKeyResponse
-	6,  // 33: tollgate.admin.v1.KeyService.GetKey:output_type -> tollgate.admin.v1.GetKeyResponse
-	8,  // 34: tollgate.admin.v1.KeyService.ListKeys:output_type -> tollgate.admin.v1.ListKeysResponse
-	10, // 35: tollgate.admin.v1.KeyService.UpdateKey:output_type -> tollgate.admin.v1.UpdateKeyResponse
-	12, // 36: tollgate.admin.v1.KeyService.RevokeKey:output_type -> tollgate.admin.v1.RevokeKeyResponse
-	14, // 37: tollgate.admin.v1.KeyService.RotateKey:output_type -> tollgate.admin.v1.RotateKeyResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	18, // 26: tollgate.admin.v1.LimitBalance.metric:type_name -> tollgate.events.v1.Metric
+	19, // 27: tollgate.admin.v1.LimitBalance.interval:type_name -> tollgate.events.v1.Interval
+	20, // 28: tollgate.admin.v1.LimitBalance.window:type_name -> tollgate.events.v1.Window
+	23, // 29: tollgate.admin.v1.LimitBalance.resets_at:type_name -> google.protobuf.Timestamp
+	16, // 30: tollgate.admin.v1.GetBalancesResponse.limits:type_name -> tollgate.admin.v1.LimitBalance
+	23, // 31: tollgate.admin.v1.GetBalancesResponse.folded_at:type_name -> google.protobuf.Timestamp
+	3,  // 32: tollgate.admin.v1.KeyService.CreateKey:input_type -> tollgate.admin.v1.CreateKeyRequest
+	5,  // 33: tollgate.admin.v1.KeyService.GetKey:input_type -> tollgate.admin.v1.GetKeyRequest
+	7,  // 34: tollgate.admin.v1.KeyService.ListKeys:input_type -> tollgate.admin.v1.ListKeysRequest
+	9,  // 35: tollgate.admin.v1.KeyService.UpdateKey:input_type -> tollgate.admin.v1.UpdateKeyRequest
+	11, // 36: tollgate.admin.v1.KeyService.RevokeKey:input_type -> tollgate.admin.v1.RevokeKeyRequest
+	13, // 37: tollgate.admin.v1.KeyService.RotateKey:input_type -> tollgate.admin.v1.RotateKeyRequest
+	15, // 38: tollgate.admin.v1.KeyService.GetBalances:input_type -> tollgate.admin.v1.GetBalancesRequest
+	4,  // 39: tollgate.admin.v1.KeyService.CreateKey:output_type -> tollgate.admin.v1.CreateKeyResponse
+	6,  // 40: tollgate.admin.v1.KeyService.GetKey:output_type -> tollgate.admin.v1.GetKeyResponse
+	8,  // 41: tollgate.admin.v1.KeyService.ListKeys:output_type -> tollgate.admin.v1.ListKeysResponse
+	10, // 42: tollgate.admin.v1.KeyService.UpdateKey:output_type -> tollgate.admin.v1.UpdateKeyResponse
+	12, // 43: tollgate.admin.v1.KeyService.RevokeKey:output_type -> tollgate.admin.v1.RevokeKeyResponse
+	14, // 44: tollgate.admin.v1.KeyService.RotateKey:output_type -> tollgate.admin.v1.RotateKeyResponse
+	17, // 45: tollgate.admin.v1.KeyService.GetBalances:output_type -> tollgate.admin.v1.GetBalancesResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_admin_v1_keys_proto_init() }
@@ -1389,7 +1663,7 @@ func file_tollgate_admin_v1_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_admin_v1_keys_proto_rawDesc), len(file_tollgate_admin_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

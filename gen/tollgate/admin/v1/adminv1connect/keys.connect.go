@@ -45,6 +45,8 @@ const (
 	KeyServiceRevokeKeyProcedure = "/tollgate.admin.v1.KeyService/RevokeKey"
 	// KeyServiceRotateKeyProcedure is the fully-qualified name of the KeyService's RotateKey RPC.
 	KeyServiceRotateKeyProcedure = "/tollgate.admin.v1.KeyService/RotateKey"
+	// KeyServiceGetBalancesProcedure is the fully-qualified name of the KeyService's GetBalances RPC.
+	KeyServiceGetBalancesProcedure = "/tollgate.admin.v1.KeyService/GetBalances"
 )
 
 // KeyServiceClient is a client for the tollgate.admin.v1.KeyService service.
@@ -55,6 +57,9 @@ type KeyServiceClient interface {
 	UpdateKey(context.Context, *connect.Request[v1.UpdateKeyRequest]) (*connect.Response[v1.UpdateKeyResponse], error)
 	RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error)
 	RotateKey(context.Context, *connect.Request[v1.RotateKeyRequest]) (*connect.Response[v1.RotateKeyResponse], error)
+	// GetBalances shows, per limit, what is used and available now, from the
+	// balances metering folded.
+	GetBalances(context.Context, *connect.Request[v1.GetBalancesRequest]) (*connect.Response[v1.GetBalancesResponse], error)
 }
 
 // NewKeyServiceClient constructs a client for the tollgate.admin.v1.KeyService service. By default,
@@ -106,17 +111,25 @@ func NewKeyServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(keyServiceMethods.ByName("RotateKey")),
 			connect.WithClientOptions(opts...),
 		),
+		getBalances: connect.NewClient[v1.GetBalancesRequest, v1.GetBalancesResponse](
+			httpClient,
+			baseURL+KeyServiceGetBalancesProcedure,
+			connect.WithSchema(keyServiceMethods.ByName("GetBalances")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // keyServiceClient implements KeyServiceClient.
 type keyServiceClient struct {
-	createKey *connect.Client[v1.CreateKeyRequest, v1.CreateKeyResponse]
-	getKey    *connect.Client[v1.GetKeyRequest, v1.GetKeyResponse]
-	listKeys  *connect.Client[v1.ListKeysRequest, v1.ListKeysResponse]
-	updateKey *connect.Client[v1.UpdateKeyRequest, v1.UpdateKeyResponse]
-	revokeKey *connect.Client[v1.RevokeKeyRequest, v1.RevokeKeyResponse]
-	rotateKey *connect.Client[v1.RotateKeyRequest, v1.RotateKeyResponse]
+	createKey   *connect.Client[v1.CreateKeyRequest, v1.CreateKeyResponse]
+	getKey      *connect.Client[v1.GetKeyRequest, v1.GetKeyResponse]
+	listKeys    *connect.Client[v1.ListKeysRequest, v1.ListKeysResponse]
+	updateKey   *connect.Client[v1.UpdateKeyRequest, v1.UpdateKeyResponse]
+	revokeKey   *connect.Client[v1.RevokeKeyRequest, v1.RevokeKeyResponse]
+	rotateKey   *connect.Client[v1.RotateKeyRequest, v1.RotateKeyResponse]
+	getBalances *connect.Client[v1.GetBalancesRequest, v1.GetBalancesResponse]
 }
 
 // CreateKey calls tollgate.admin.v1.KeyService.CreateKey.
@@ -149,6 +162,11 @@ func (c *keyServiceClient) RotateKey(ctx context.Context, req *connect.Request[v
 	return c.rotateKey.CallUnary(ctx, req)
 }
 
+// GetBalances calls tollgate.admin.v1.KeyService.GetBalances.
+func (c *keyServiceClient) GetBalances(ctx context.Context, req *connect.Request[v1.GetBalancesRequest]) (*connect.Response[v1.GetBalancesResponse], error) {
+	return c.getBalances.CallUnary(ctx, req)
+}
+
 // KeyServiceHandler is an implementation of the tollgate.admin.v1.KeyService service.
 type KeyServiceHandler interface {
 	CreateKey(context.Context, *connect.Request[v1.CreateKeyRequest]) (*connect.Response[v1.CreateKeyResponse], error)
@@ -157,6 +175,9 @@ type KeyServiceHandler interface {
 	UpdateKey(context.Context, *connect.Request[v1.UpdateKeyRequest]) (*connect.Response[v1.UpdateKeyResponse], error)
 	RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error)
 	RotateKey(context.Context, *connect.Request[v1.RotateKeyRequest]) (*connect.Response[v1.RotateKeyResponse], error)
+	// GetBalances shows, per limit, what is used and available now, from the
+	// balances metering folded.
+	GetBalances(context.Context, *connect.Request[v1.GetBalancesRequest]) (*connect.Response[v1.GetBalancesResponse], error)
 }
 
 // NewKeyServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -204,6 +225,13 @@ func NewKeyServiceHandler(svc KeyServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(keyServiceMethods.ByName("RotateKey")),
 		connect.WithHandlerOptions(opts...),
 	)
+	keyServiceGetBalancesHandler := connect.NewUnaryHandler(
+		KeyServiceGetBalancesProcedure,
+		svc.GetBalances,
+		connect.WithSchema(keyServiceMethods.ByName("GetBalances")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tollgate.admin.v1.KeyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case KeyServiceCreateKeyProcedure:
@@ -218,6 +246,8 @@ func NewKeyServiceHandler(svc KeyServiceHandler, opts ...connect.HandlerOption) 
 			keyServiceRevokeKeyHandler.ServeHTTP(w, r)
 		case KeyServiceRotateKeyProcedure:
 			keyServiceRotateKeyHandler.ServeHTTP(w, r)
+		case KeyServiceGetBalancesProcedure:
+			keyServiceGetBalancesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -249,4 +279,8 @@ func (UnimplementedKeyServiceHandler) RevokeKey(context.Context, *connect.Reques
 
 func (UnimplementedKeyServiceHandler) RotateKey(context.Context, *connect.Request[v1.RotateKeyRequest]) (*connect.Response[v1.RotateKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.admin.v1.KeyService.RotateKey is not implemented"))
+}
+
+func (UnimplementedKeyServiceHandler) GetBalances(context.Context, *connect.Request[v1.GetBalancesRequest]) (*connect.Response[v1.GetBalancesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.admin.v1.KeyService.GetBalances is not implemented"))
 }
