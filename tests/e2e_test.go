@@ -394,6 +394,23 @@ func TestDev(t *testing.T) {
 			t.Errorf("anthropic answer: %s", r.body)
 		}
 		request(t, "POST", dev.edgeURL+"/v1/chat/completions", "en_unknown", chat).want(t, 401)
+
+		// Metering folds both answered requests; keys balance shows them.
+		id, _ := out["id"].(string)
+		var bal map[string]any
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			bal = dev.keysJSON(t, "balance", id)
+			if bal["requests"] == "2" || time.Now().After(deadline) {
+				break
+			}
+		}
+		if bal["requests"] != "2" {
+			t.Fatalf("keys balance: want 2 requests folded, got %v", bal)
+		}
+		rpm := bal["limits"].([]any)[0].(map[string]any)
+		if rpm["metric"] != "requests" || rpm["amount"] != "100" || rpm["window"] != "rolling" {
+			t.Errorf("keys balance limits: %v", bal["limits"])
+		}
 	})
 
 	t.Run("SIGINT stops everything", func(t *testing.T) {
