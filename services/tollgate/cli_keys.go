@@ -39,7 +39,7 @@ func (f *keyFlags) register(fs *pflag.FlagSet, create bool) {
 		fs.StringArrayVar(&f.removeLimits, "remove-limit", nil, "remove the limit METRIC:INTERVAL, repeatable")
 	}
 	fs.Int64Var(&f.rpm, "rpm", 0, "requests per minute (same as --limit requests:minute:N)")
-	fs.BoolVar(&f.availableImmediately, "available-immediately", false, "rolling limits set by this command start full and raises apply at once")
+	fs.BoolVar(&f.availableImmediately, "available-immediately", false, "rolling limits this command raises or adds to an existing key are spendable at once (a new key's limits always start full)")
 	fs.Int64Var(&f.maxRequestBytes, "max-request-bytes", 0, "largest request body accepted, in bytes")
 	fs.StringVar(&f.ttl, "ttl", "", "time to live: 90m, 12h, 30d, 3mo (update: empty clears the expiry)")
 	fs.StringSliceVar(&f.notify, "notify", nil, "e-mail addresses warned before expiry, comma-separated")
