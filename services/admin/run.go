@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -119,8 +120,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 
 func (s *Server) routes(svc *keyService, authn *auth.Authenticator, cat *catalogHandler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(adminv1connect.NewKeyServiceHandler(&keyHandler{svc: svc, auth: authn, log: s.log}))
-	mux.Handle(adminv1connect.NewCatalogServiceHandler(cat))
+	m := newMetrics()
+	counted := connect.WithInterceptors(m.interceptor())
+	mux.Handle(adminv1connect.NewKeyServiceHandler(&keyHandler{svc: svc, auth: authn, log: s.log}, counted))
+	mux.Handle(adminv1connect.NewCatalogServiceHandler(cat, counted))
+	mux.Handle("GET /metrics", m.handler())
 	(&restHandler{svc: svc, auth: authn, log: s.log}).register(mux)
 	services := []string{adminv1connect.KeyServiceName, adminv1connect.CatalogServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))

@@ -130,6 +130,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 		redactDSN(cfg.Admin.PostgresDSN), clickhouseAddr, tokenFile, tokenFile, edg.Addr())
 	meterCfg := metering.DefaultConfig()
 	meterCfg.NATSURL, meterCfg.PostgresDSN, meterCfg.Partitions = ns.ClientURL(), cfg.Admin.PostgresDSN, edgeCfg.Partitions
+	meterCfg.MetricsListen = "" // dev: the admin and edge ports serve /metrics; metering's would be a third
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Run(gctx) })
 	g.Go(func() error { return edg.Run(gctx) })

@@ -7,16 +7,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"runtime"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
@@ -34,8 +33,7 @@ import (
 // memory. What they measure and exercise is the edge's own code: key lookup
 // (HMAC of the secret, map lookup), the checks, the body parse, reservation,
 // the forward through net/http's client (minus the network), the copy of the
-// answer, settlement and the usage event (published to an embedded NATS by
-// the edge's own publisher, running as in production).
+// answer, settlement and the usage event.
 
 // perfKey is a key a rig creates; revoke appends a revocation after it.
 // The rig waits until the edge's verdict on the key is want (Found unless
@@ -47,13 +45,26 @@ type perfKey struct {
 	want   keyring.Verdict
 }
 
-// perfRig is an edge started on an embedded NATS with a catalog and keys,
-// its upstream replaced by an in-memory RoundTripper.
+// perfRig is an edge on an embedded NATS with a catalog and keys, its
+// upstream replaced by an in-memory RoundTripper.
 type perfRig struct {
 	srv     *Server
 	h       http.Handler
 	secrets map[string]string
 }
+
+// usageMode is what happens to a rig's usage events.
+type usageMode int
+
+const (
+	// publishUsage runs the edge as in production (Server.Run): the usage
+	// publisher sends every event to the embedded NATS, which stores it.
+	publishUsage usageMode = iota
+	// drainUsage runs only the key and catalog followers, and a goroutine
+	// takes the events off the publisher's queue and drops them, so that a
+	// benchmark measures the request path alone, in steady state.
+	drainUsage
+)
 
 // perfModels is the rig's catalog: the harness's models and one each for
 // completions and embeddings.
@@ -65,20 +76,11 @@ var perfModels = []*eventsv1.Model{
 	{Name: "claude-3-opus", Service: "acme/anthropic", InputPricePerMillion: 15e9, OutputPricePerMillion: 75e9, MaxOutputTokens: 4096},
 }
 
-func newPerfRig(tb testing.TB, upstream http.RoundTripper, ks ...perfKey) *perfRig {
+func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ...perfKey) *perfRig {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var nc *nats.Conn
-	if url := os.Getenv("TOLLGATE_BENCH_NATS_URL"); url != "" {
-		var err error
-		if nc, err = nats.Connect(url); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(nc.Close)
-	} else {
-		_, nc = testenv.NATS(tb)
-	}
+	_, nc := testenv.NATS(tb)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		tb.Fatal(err)
@@ -139,7 +141,7 @@ func newPerfRig(tb testing.TB, upstream http.RoundTripper, ks ...perfKey) *perfR
 	}
 
 	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0" // Run needs a listener; nothing connects to it
+	cfg.Listen = "127.0.0.1:0" // New listens; nothing connects
 	cfg.NATSURL = nc.ConnectedUrl()
 	cfg.Pepper = testPepper
 	cfg.SpoolDir = tb.TempDir()
@@ -150,10 +152,36 @@ func newPerfRig(tb testing.TB, upstream http.RoundTripper, ks ...perfKey) *perfR
 		tb.Fatal(err)
 	}
 	s.client.Transport = upstream
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx) }()
+	var wg sync.WaitGroup
+	switch mode {
+	case publishUsage:
+		wg.Go(func() {
+			if err := s.Run(runCtx); err != nil {
+				tb.Errorf("edge: %v", err)
+			}
+		})
+	case drainUsage:
+		queue := usageQueue(tb, s)
+		wg.Go(func() {
+			keepRunning(runCtx, quiet, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) })
+		})
+		wg.Go(func() {
+			keepRunning(runCtx, quiet, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, quiet) })
+		})
+		wg.Go(func() {
+			for {
+				select {
+				case <-queue:
+				case <-runCtx.Done():
+					return
+				}
+			}
+		})
+	}
 	tb.Cleanup(func() {
 		stop()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
@@ -179,6 +207,18 @@ func newPerfRig(tb testing.TB, upstream http.RoundTripper, ks ...perfKey) *perfR
 	}
 	r.srv, r.h = s, s.Handler()
 	return r
+}
+
+// usageQueue is the usage publisher's queue, the channel Publish sends to.
+// usagepub exports no way to consume it but Run, which publishes; a
+// benchmark of the request path alone takes the events off it itself.
+func usageQueue(tb testing.TB, s *Server) <-chan *eventsv1.UsageEvent {
+	tb.Helper()
+	f := reflect.ValueOf(s.usage).Elem().FieldByName("queue")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[chan *eventsv1.UsageEvent]() {
+		tb.Skip("usagepub.Publisher has no queue field of type chan *UsageEvent any more: update usageQueue")
+	}
+	return *(*chan *eventsv1.UsageEvent)(unsafe.Pointer(f.UnsafeAddr()))
 }
 
 // cannedUpstream is an in-memory upstream: a RoundTripper that answers from
@@ -249,7 +289,7 @@ func (b *cannedBody) Close() error {
 
 // record asks the mock upstream what it answers to body, as the upstream
 // would see it from the edge, and keeps the answer as a canned one.
-func record(tb testing.TB, mock *mockllm.Handler, kind llm.Kind, path string, body []byte, hdr http.Header) cannedAnswer {
+func record(tb testing.TB, mock *mockllm.Handler, path string, body []byte, hdr http.Header) cannedAnswer {
 	tb.Helper()
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
@@ -353,22 +393,22 @@ func benchKeyLimits(k *eventsv1.Key) {
 // usage event is removed by the edge, since the client did not ask for it.
 var benchStreamPieces = []int{4, 16, 64}
 
-func newBenchRig(b *testing.B) *perfRig {
+func newBenchRig(b *testing.B, mode usageMode) *perfRig {
 	mock, err := mockllm.New(mockllm.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	up := &cannedUpstream{stream: map[string]cannedAnswer{}}
-	up.plain = record(b, mock, llm.Chat, "/v1/chat/completions", []byte(benchChat), nil)
+	up.plain = record(b, mock, "/v1/chat/completions", []byte(benchChat), nil)
 	withUsage, err := llm.WithIncludeUsage([]byte(benchStreamChat))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, n := range benchStreamPieces {
-		up.stream[strconv.Itoa(n)] = record(b, mock, llm.Chat, "/v1/chat/completions", withUsage,
+		up.stream[strconv.Itoa(n)] = record(b, mock, "/v1/chat/completions", withUsage,
 			http.Header{mockllm.HeaderChunks: {strconv.Itoa(n)}})
 	}
-	return newPerfRig(b, up, perfKey{name: "bench", edit: benchKeyLimits})
+	return newPerfRig(b, mode, up, perfKey{name: "bench", edit: benchKeyLimits})
 }
 
 // benchClient is one client's reusable request and writer.
@@ -399,102 +439,103 @@ func (c *benchClient) do(h http.Handler) *discardWriter {
 	return c.w
 }
 
+func (c *benchClient) check(b *testing.B, events int) {
+	b.Helper()
+	w := c.w
+	if w.status != http.StatusOK || w.n == 0 {
+		b.Fatalf("status %d, %d bytes", w.status, w.n)
+	}
+	if events > 0 && w.flushes != events-1 { // the usage event is kept from the client
+		b.Fatalf("%d flushes for a stream of %d events", w.flushes, events)
+	}
+	if events == 0 && w.flushes != 0 {
+		b.Fatalf("a buffered answer was flushed %d times", w.flushes)
+	}
+}
+
 // BenchmarkDecisionPath is the edge's own work per request, without the
 // network: find the key (HMAC-SHA-256 of the secret, map lookup), the
 // permission, size, model and service checks, the body parse, the
-// reservation on a key with four limits and a model filter, the forward
-// through net/http's client to an in-memory upstream, the copy of the
-// answer (usage read from it), the settlement and the usage event.
+// reservation on a key with four limits (spend per rolling day and calendar
+// month, tokens and requests per minute) and a model filter, the forward
+// through net/http's client to an in-memory upstream, the copy of the answer
+// with usage read from it, the settlement and the usage event.
 //
 //   - plain: a buffered chat answer.
-//   - parallel: the same from GOMAXPROCS goroutines on one key (its limits'
-//     mutex is shared).
+//   - parallel: the same from GOMAXPROCS goroutines on one key, whose limits'
+//     mutex they share.
 //   - stream-N: a streamed chat answer of N SSE events, each its own Read,
-//     Write and Flush; the difference between two of them divided by the
-//     difference in events is the cost of one chunk.
+//     meter and filter pass, Write and Flush. The client did not ask for
+//     usage, so the edge rewrites the body to ask upstream for it and
+//     removes the usage event from the answer, as for most SDK clients.
+//     (stream-68 − stream-8) / 60 is the cost of one chunk.
 //
-// The usage publisher runs (Server.Run starts it) and publishes every event
-// to the embedded NATS in this process, so its queue never fills and the
-// loop is in steady state. That background work (the publisher marshalling
-// and sending, the NATS server storing to disk) runs on other goroutines at
-// the benchmark's rate, tens of thousands of events a second, so:
-//
-//   - ns/op is wall time per request with all of that competing for the
-//     machine's cores: a throughput figure for the whole process;
-//   - cpu-ns/op is the CPU time of the goroutine that served the request
-//     (locked to its OS thread and read with getrusage(RUSAGE_THREAD)):
-//     the synchronous work that adds latency, GC assists included;
-//   - B/op and allocs/op are process-wide: they include the publisher's
-//     allocations per event (the edge's own, asynchronous) and the
-//     in-process NATS server's (not the edge's; run with
-//     TOLLGATE_BENCH_NATS_URL=nats://... to keep the server out of the
-//     process).
+// The usage events are taken off the publisher's queue and dropped
+// (drainUsage): the loop is in steady state and measures the request path
+// alone. BenchmarkDecisionPathWithBus adds the publisher and NATS. cpu-ns/op
+// is the process's CPU time (getrusage) per request, GC included.
 func BenchmarkDecisionPath(b *testing.B) {
-	rig := newBenchRig(b)
-	check := func(b *testing.B, w *discardWriter, streamed bool) {
-		b.Helper()
-		if w.status != http.StatusOK || w.n == 0 || streamed != (w.flushes > 0) {
-			b.Fatalf("status %d, %d bytes, %d flushes", w.status, w.n, w.flushes)
-		}
-	}
+	benchDecisionPath(b, newBenchRig(b, drainUsage), true)
+}
 
+// BenchmarkDecisionPathWithBus is BenchmarkDecisionPath with the edge run as
+// in production: its usage publisher marshals every event and publishes it to
+// the embedded NATS server, in this process, which stores it in a file. At
+// the benchmark's rate (tens of thousands of events a second, where a real
+// edge at 2,000 req/s sends 2,000) that background work competes with the
+// requests for the two cores: ns/op is then the throughput of the whole
+// process, cpu-ns/op the CPU of the edge, its publisher and the NATS
+// server together, and B/op and allocs/op include the publisher's and the
+// server's allocations.
+func BenchmarkDecisionPathWithBus(b *testing.B) {
+	benchDecisionPath(b, newBenchRig(b, publishUsage), false)
+}
+
+func benchDecisionPath(b *testing.B, rig *perfRig, all bool) {
 	b.Run("plain", func(b *testing.B) {
 		c := newBenchClient(rig, benchChat, nil)
-		check(b, c.do(rig.h), false)
-		cpu := startThreadCPU()
+		c.do(rig.h)
+		c.check(b, 0)
+		cpu := startCPU()
 		b.ReportAllocs()
-		n := 0
 		for b.Loop() {
 			c.do(rig.h)
-			n++
 		}
-		cpu.report(b, n)
-		check(b, c.w, false)
+		cpu.report(b)
+		c.check(b, 0)
 	})
-
-	b.Run("parallel", func(b *testing.B) {
-		var mu sync.Mutex
-		var cpuTotal time.Duration
-		var ok = true
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			c := newBenchClient(rig, benchChat, nil)
-			cpu := startThreadCPU()
-			for pb.Next() {
-				if w := c.do(rig.h); w.status != http.StatusOK {
-					b.Errorf("status %d", w.status)
-					return
+	if all {
+		b.Run("parallel", func(b *testing.B) {
+			cpu := startCPU()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				c := newBenchClient(rig, benchChat, nil)
+				for pb.Next() {
+					if c.do(rig.h).status != http.StatusOK {
+						b.Errorf("status %d", c.w.status)
+						return
+					}
 				}
-			}
-			d, measured := cpu.stop()
-			mu.Lock()
-			cpuTotal += d
-			ok = ok && measured
-			mu.Unlock()
+			})
+			cpu.report(b)
 		})
-		if ok {
-			b.ReportMetric(float64(cpuTotal.Nanoseconds())/float64(b.N), "cpu-ns/op")
-		}
-	})
-
+	}
 	for _, pieces := range benchStreamPieces {
 		events := pieces + 4
+		if !all && events != 20 {
+			continue
+		}
 		b.Run(fmt.Sprintf("stream-%d", events), func(b *testing.B) {
 			c := newBenchClient(rig, benchStreamChat, http.Header{mockllm.HeaderChunks: {strconv.Itoa(pieces)}})
-			w := c.do(rig.h)
-			check(b, w, true)
-			if w.flushes != events-1 { // the usage event is kept from the client
-				b.Fatalf("%d flushes for %d events", w.flushes, events)
-			}
-			cpu := startThreadCPU()
+			c.do(rig.h)
+			c.check(b, events)
+			cpu := startCPU()
 			b.ReportAllocs()
-			n := 0
 			for b.Loop() {
 				c.do(rig.h)
-				n++
 			}
-			cpu.report(b, n)
-			check(b, c.w, true)
+			cpu.report(b)
+			c.check(b, events)
 		})
 	}
 	if _, spooled := rig.srv.usage.Stats(); spooled > 0 {
@@ -502,39 +543,24 @@ func BenchmarkDecisionPath(b *testing.B) {
 	}
 }
 
-// threadCPU measures the CPU time of the calling goroutine, which it locks
-// to its OS thread until stop.
-type threadCPU struct {
-	start time.Duration
-	ok    bool
-}
+// processCPU measures the CPU time of the process (user and system, every
+// thread: GC and background goroutines included) across a benchmark loop.
+type processCPU struct{ start time.Duration }
 
-func startThreadCPU() *threadCPU {
-	runtime.LockOSThread()
-	t, ok := threadTime()
-	return &threadCPU{start: t, ok: ok}
-}
+func startCPU() processCPU { return processCPU{cpuTime()} }
 
-func (c *threadCPU) stop() (time.Duration, bool) {
-	t, ok := threadTime()
-	runtime.UnlockOSThread()
-	return t - c.start, ok && c.ok
-}
-
-// report adds cpu-ns/op for n operations.
-func (c *threadCPU) report(b *testing.B, n int) {
-	if d, ok := c.stop(); ok && n > 0 {
-		b.ReportMetric(float64(d.Nanoseconds())/float64(n), "cpu-ns/op")
+// report adds cpu-ns/op; call it after the loop, when b.N is the number of
+// iterations.
+func (c processCPU) report(b *testing.B) {
+	if d := cpuTime() - c.start; d > 0 && b.N > 0 {
+		b.ReportMetric(float64(d.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }
 
-// threadTime is the user and system CPU time of the calling thread
-// (getrusage RUSAGE_THREAD, Linux).
-func threadTime() (time.Duration, bool) {
-	const rusageThread = 1
+func cpuTime() time.Duration {
 	var ru syscall.Rusage
-	if runtime.GOOS != "linux" || syscall.Getrusage(rusageThread, &ru) != nil {
-		return 0, false
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

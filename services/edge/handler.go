@@ -30,10 +30,11 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		llm.WriteError(w, llm.Other, http.StatusNotFound, "unknown_url", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
 	})
-	return mux
+	return s.metrics.middleware(mux)
 }
 
 // llmHandler serves one LLM endpoint: the checks of DESIGN.md section 5 in

@@ -38,6 +38,7 @@ type Server struct {
 	bufs     sync.Pool
 	listener net.Listener
 	handler  http.Handler
+	metrics  *metrics
 }
 
 // Run runs the edge role until ctx ends.
@@ -82,6 +83,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	}
 	s.client = &http.Client{Transport: newTransport(cfg.UpstreamTimeout)}
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	s.metrics = newMetrics(s)
 	s.handler = s.routes()
 	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("edge listen on %s: %w", cfg.Listen, err)

@@ -15,6 +15,7 @@ type Config struct {
 	WorkerCount    int           `flag:"worker-count" env:"TOLLGATE_METERING_WORKER_COUNT" yaml:"worker_count" usage:"how many metering workers share the partitions"`
 	BatchSize      int           `flag:"batch-size" env:"TOLLGATE_METERING_BATCH_SIZE" yaml:"batch_size" usage:"most usage events folded in one transaction"`
 	BatchDelay     time.Duration `flag:"batch-delay" env:"TOLLGATE_METERING_BATCH_DELAY" yaml:"batch_delay" usage:"how long a fold waits for more events before committing a smaller batch"`
+	MetricsListen  string        `flag:"metrics-listen" env:"TOLLGATE_METERING_METRICS_LISTEN" yaml:"metrics_listen" usage:"address of /metrics, /healthz and /readyz, e.g. 127.0.0.1:9091 (empty: none)"`
 	StreamReplicas int           `flag:"stream-replicas" env:"TOLLGATE_STREAM_REPLICAS" yaml:"stream_replicas" usage:"JetStream replicas of the streams and buckets this role creates"`
 }
 

@@ -60,13 +60,17 @@ func RunWith(ctx context.Context, cfg Config, log *slog.Logger, opts Options) er
 		return err
 	}
 	keys := keyhistory.New(log)
+	m := newMetrics()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keys.Run(gctx, js) })
+	if cfg.MetricsListen != "" {
+		g.Go(func() error { return serveOps(gctx, cfg.MetricsListen, m, nc, pool, log) })
+	}
 	g.Go(func() error {
 		if err := flushOutbox(gctx, pool, js); err != nil {
 			log.Warn("alerts left by an earlier run stay in the outbox for now", "err", err)
 		}
-		w := &worker{cfg: cfg, log: log, js: js, keysStream: streams, lag: opts.Lag,
+		w := &worker{cfg: cfg, log: log, js: js, keysStream: streams, lag: opts.Lag, metrics: m,
 			folder: &folder{pool: pool, keys: keys, now: time.Now}}
 		return w.run(gctx)
 	})

@@ -135,7 +135,8 @@ type worker struct {
 	js         jetstream.JetStream
 	folder     *folder
 	keysStream jetstream.Stream
-	lag        func(time.Duration) // observes fold lag (event time to commit), for tests and metrics
+	lag        func(time.Duration) // observes fold lag (event time to commit), for tests
+	metrics    *metrics
 }
 
 // consumerName is the durable consumer of one partition: stable, so that a
@@ -225,9 +226,16 @@ func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 	if err := w.folder.keys.CatchUp(ctx, w.keysStream); err != nil {
 		return err
 	}
+	began := time.Now()
 	res, err := w.folder.foldBatch(ctx, evs)
 	if err != nil {
 		return err
+	}
+	if m := w.metrics; m != nil {
+		m.batchDur.Observe(time.Since(began).Seconds())
+		m.folded.Add(float64(res.folded))
+		m.dupes.Add(float64(res.dupes))
+		m.alerts.Add(float64(len(res.alerts)))
 	}
 	// Acks follow the commit: a crash before this line redelivers the batch,
 	// and the progress committed with it makes the fold skip it.
@@ -237,10 +245,14 @@ func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 			break
 		}
 	}
-	if w.lag != nil {
-		now := time.Now()
-		for _, ev := range evs {
-			w.lag(now.Sub(ev.GetOccurredAt().AsTime()))
+	now := time.Now()
+	for _, ev := range evs {
+		lag := now.Sub(ev.GetOccurredAt().AsTime())
+		if w.lag != nil {
+			w.lag(lag)
+		}
+		if w.metrics != nil {
+			w.metrics.lag.Observe(lag.Seconds())
 		}
 	}
 	w.publish(ctx, res)

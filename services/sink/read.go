@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -24,40 +24,126 @@ type decoded struct {
 	from, to uint64
 }
 
-// open starts reading the stream at sequence start with an ordered
-// consumer: in order and without gaps (see the comment in sink.go).
-func (s *Sink) open(ctx context.Context, start uint64) (jetstream.MessagesContext, error) {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.UsageSubjectPrefix + ">"},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		// Ordered consumers are named <prefix>_<n> from n = 1 in every
-		// process, and a crashed run's consumer lingers for a while.
-		NamePrefix:        s.cfg.Consumer + "-" + randomSuffix(),
-		InactiveThreshold: s.inactive,
-	}
-	if start > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
-	}
-	cons, err := s.stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", bus.UsageStream, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(s.cfg.BatchSize, 100_000)))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", bus.UsageStream, err)
-	}
-	return it, nil
+// reader reads the USAGE stream in order and without gaps from a position:
+// the ordered consumer of the nats.go library does that too, but its
+// per-message iterator costs twice the CPU of Fetch, which is what this
+// machine's throughput depends on. It reads with Fetch from an ephemeral
+// consumer without acks, checks that every delivery follows the last
+// (consumer sequence +1), and on any gap or error starts a new consumer just
+// after the last message it returned. It is used by one goroutine.
+type reader struct {
+	stream   jetstream.Stream
+	prefix   string        // of the consumers' names
+	inactive time.Duration // how soon the server drops an unused consumer
+	cons     jetstream.Consumer
+	serial   int
+	next     uint64 // stream sequence of the next message wanted
+	dseq     uint64 // consumer sequence of the last message taken from cons
 }
 
+func (s *Sink) newReader(start uint64) *reader {
+	return &reader{stream: s.stream, prefix: s.cfg.Consumer + "-" + randomSuffix(), inactive: cmp.Or(s.inactive, 5*time.Minute), next: max(start, 1)}
+}
+
+// fetch returns up to n messages, waiting at most wait for the first.
+func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	if r.cons == nil {
+		if err := r.open(ctx); err != nil {
+			return nil, err
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := r.cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		r.drop()
+		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
+	}
+	msgs := make([]jetstream.Msg, 0, n)
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil || meta.Sequence.Consumer != r.dseq+1 || meta.Sequence.Stream < r.next {
+			// A delivery was lost (or is out of place): read again from
+			// after the last good one with a new consumer.
+			r.drop()
+			return msgs, nil
+		}
+		r.dseq, r.next = meta.Sequence.Consumer, meta.Sequence.Stream+1
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		r.drop()
+		if len(msgs) > 0 {
+			return msgs, nil // good as far as they go
+		}
+		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
+	}
+	return msgs, nil
+}
+
+// open creates a consumer that delivers from r.next on.
+func (r *reader) open(ctx context.Context) error {
+	r.serial++
+	cfg := jetstream.ConsumerConfig{
+		Name:              fmt.Sprintf("%s_%d", r.prefix, r.serial),
+		Description:       "tollgate sink (position kept in ClickHouse)",
+		FilterSubject:     bus.UsageSubjectPrefix + ">",
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       r.next,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: r.inactive,
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := r.stream.CreateConsumer(cctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read %s from %d: %w", bus.UsageStream, r.next, err)
+	}
+	r.cons, r.dseq = cons, 0
+	return nil
+}
+
+// drop forgets the current consumer (the server removes it once idle).
+func (r *reader) drop() {
+	if r.cons == nil {
+		return
+	}
+	name := r.cons.CachedInfo().Name
+	r.cons = nil
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.stream.DeleteConsumer(ctx, name)
+	}()
+}
+
+// check drops the consumer if the server no longer has it.
+func (r *reader) check(ctx context.Context) {
+	if r.cons == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.cons.Info(cctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
+		r.cons = nil
+	}
+}
+
+// close removes the current consumer.
+func (r *reader) close() { r.drop() }
+
 // read collects and decodes batches into out until ctx ends.
-func (s *Sink) read(ctx context.Context, it jetstream.MessagesContext, out chan<- decoded) error {
+func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
+	defer r.close()
 	for {
-		msgs, err := s.collect(ctx, it)
+		msgs, err := s.collect(ctx, r)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", bus.UsageStream, err)
+			return err
 		}
 		select {
 		case out <- s.decode(msgs):
@@ -67,28 +153,52 @@ func (s *Sink) read(ctx context.Context, it jetstream.MessagesContext, out chan<
 	}
 }
 
+// fetchChunk bounds one pull request: smaller ones let a batch start being
+// decoded sooner, larger ones cost fewer round trips.
+const fetchChunk = 10_000
+
 // collect waits for a first message, then gathers more until the batch is
-// full or FlushInterval has passed since the first.
-func (s *Sink) collect(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
-	first, err := it.Next(jetstream.NextContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	msgs := []jetstream.Msg{first}
-	deadline := time.Now().Add(s.cfg.FlushInterval)
+// full or FlushInterval has passed since the first. While the bus is away it
+// keeps trying (the reader starts new consumers as needed).
+func (s *Sink) collect(ctx context.Context, r *reader) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	var deadline time.Time
+	backoff := 100 * time.Millisecond
 	for len(msgs) < s.cfg.BatchSize {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			break
+		wait := 5 * time.Second
+		if len(msgs) > 0 {
+			if wait = time.Until(deadline); wait <= 0 {
+				break
+			}
 		}
-		msg, err := it.Next(jetstream.NextMaxWait(wait))
-		if errors.Is(err, nats.ErrTimeout) {
-			break
+		got, err := r.fetch(ctx, min(s.cfg.BatchSize-len(msgs), fetchChunk), wait)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 		if err != nil {
-			return nil, err
+			if len(msgs) > 0 {
+				break // write what is in hand; the reader reads on later
+			}
+			s.log.Warn("reading usage events failed; retrying", "in", backoff, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			backoff = min(2*backoff, s.cfg.MaxBackoff)
+			continue
 		}
-		msgs = append(msgs, msg)
+		backoff = 100 * time.Millisecond
+		if len(got) == 0 && len(msgs) == 0 {
+			// A pull from a consumer the server has dropped (unused for
+			// longer than its inactivity limit, e.g. while ClickHouse
+			// was away) is not answered at all: check it still exists.
+			r.check(ctx)
+		}
+		if len(got) > 0 && len(msgs) == 0 {
+			deadline = time.Now().Add(s.cfg.FlushInterval)
+		}
+		msgs = append(msgs, got...)
 	}
 	return msgs, nil
 }

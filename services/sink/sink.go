@@ -103,11 +103,7 @@ func (s *Sink) run(ctx context.Context) error {
 	if err != nil {
 		return ignoreCancel(err)
 	}
-	it, err := s.open(ctx, start)
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
+	r := s.newReader(start)
 	s.log.Info("sink reading usage events", "from_seq", max(start, 1), "consumer", s.cfg.Consumer)
 
 	readCtx, stopReading := context.WithCancel(ctx)
@@ -116,7 +112,7 @@ func (s *Sink) run(ctx context.Context) error {
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
-		readErr <- s.read(readCtx, it, batches)
+		readErr <- s.read(readCtx, r, batches)
 	}()
 	for b := range batches {
 		if ctx.Err() != nil {
