@@ -119,27 +119,62 @@ func Apply(b *Balance, h History, ev *eventsv1.UsageEvent) []Alert {
 	return b.alerts(v, before, after, t)
 }
 
-// set rebuilds the limits.Set of b for version v, reconfiguring from the
-// version b was folded with when the key changed since.
+// set rebuilds the limits.Set of b and brings it to version v, applying
+// every key change between the version b was folded with and v, in order,
+// each at its own time (available_immediately decides at the change). It
+// never goes back: an event older than the configuration b already has is
+// folded under that configuration, as pkg/limits charges late usage to the
+// current state.
 func (b *Balance) set(h History, v Version) *limits.Set {
+	var s *limits.Set
 	if b.ConfigRev == 0 {
-		s := limits.NewKeySet(v.Limits, v.Loc, v.Created)
-		b.ConfigRev = v.Rev
-		return s
+		first := h[0]
+		s = limits.NewKeySet(first.Limits, first.Loc, first.Created)
+		b.ConfigRev = first.Rev
+	} else {
+		cur, ok := h.ByRev(b.ConfigRev)
+		if !ok {
+			cur = v
+		}
+		s = limits.NewSet(cur.Limits, cur.Loc, cur.At)
+		for id, st := range b.States {
+			s.SetState(id, st)
+		}
 	}
-	old, ok := h.ByRev(b.ConfigRev)
-	if !ok {
-		old = v
-	}
-	s := limits.NewSet(old.Limits, old.Loc, v.At)
-	for id, st := range b.States {
-		s.SetState(id, st)
-	}
-	if old.Rev != v.Rev {
-		s.Reconfigure(v.Limits, v.Loc, v.At)
-		b.ConfigRev = v.Rev
+	for _, next := range h {
+		if next.Rev > b.ConfigRev && next.Rev <= v.Rev {
+			prev, _ := h.ByRev(b.ConfigRev)
+			b.resetMarks(prev, next)
+			s.Reconfigure(next.Limits, next.Loc, next.At)
+			b.ConfigRev = next.Rev
+		}
 	}
 	return s
+}
+
+// resetMarks starts new alert windows for limits that a key change removed or
+// moved between rolling and calendar windows: their old windows mean
+// something else afterwards. The new window is numbered from the key
+// revision (shifted above any calendar window start), so its alert ids
+// never repeat an earlier window's.
+func (b *Balance) resetMarks(prev, next Version) {
+	window := func(ls []*eventsv1.Limit) map[limits.ID]eventsv1.Window {
+		m := map[limits.ID]eventsv1.Window{}
+		for _, l := range ls {
+			w := l.GetWindow()
+			if w == eventsv1.Window_WINDOW_UNSPECIFIED {
+				w = eventsv1.Window_WINDOW_ROLLING
+			}
+			m[limits.ID{Metric: l.GetMetric(), Interval: l.GetInterval()}] = w
+		}
+		return m
+	}
+	before, after := window(prev.Limits), window(next.Limits)
+	for id, w := range before {
+		if after[id] != w {
+			b.Marks[id] = Mark{Window: int64(next.Rev) << 32}
+		}
+	}
 }
 
 func (b *Balance) store(s *limits.Set, st []limits.LimitStatus) {
@@ -150,7 +185,10 @@ func (b *Balance) store(s *limits.Set, st []limits.LimitStatus) {
 }
 
 // alerts compares each limit's use before and after an event with the key's
-// thresholds.
+// thresholds. A threshold alerts once per window: a calendar limit's window
+// is the calendar window; a rolling limit re-arms a threshold (and
+// exhaustion) only after refilling below it, which starts a new window for
+// the alert ids.
 func (b *Balance) alerts(v Version, before, after []limits.LimitStatus, t time.Time) []Alert {
 	var out []Alert
 	prev := map[limits.ID]limits.LimitStatus{}
@@ -162,46 +200,54 @@ func (b *Balance) alerts(v Version, before, after []limits.LimitStatus, t time.T
 			continue
 		}
 		m := b.Marks[ls.ID]
-		window := windowOf(ls, m, prev[ls.ID])
-		if window != m.Window {
-			m = Mark{Window: window}
+		if ls.Window == eventsv1.Window_WINDOW_CALENDAR {
+			if start := ls.State.At.Unix(); start != m.Window {
+				m = Mark{Window: start}
+			}
+		} else if p, ok := prev[ls.ID]; ok {
+			m = rearm(m, p, v.Thresholds)
 		}
 		used := ls.Amount - ls.Available
 		for _, th := range v.Thresholds {
-			need, _ := money.MulDivCeil(ls.Amount, int64(th), 1_000_000)
-			if used >= need && th > m.Threshold {
+			if th > m.Threshold && used >= thresholdAmount(ls.Amount, th) {
 				m.Threshold = th
-				out = append(out, b.alert(v, ls, th, false, used, t, window))
+				out = append(out, b.alert(v, ls, th, false, used, t, m.Window))
 			}
 		}
 		if ls.Available <= 0 && !m.Exhausted {
 			m.Exhausted = true
-			out = append(out, b.alert(v, ls, 0, true, used, t, window))
+			out = append(out, b.alert(v, ls, 0, true, used, t, m.Window))
 		}
 		b.Marks[ls.ID] = m
 	}
-	// Keep one threshold alert per limit and event: the highest crossed.
 	return out
 }
 
-// windowOf identifies a limit's alert window. Calendar: the window start.
-// Rolling: the mark's window, moved on when the limit refilled below the
-// lowest threshold it had alerted (re-armed) before this event.
-func windowOf(ls limits.LimitStatus, m Mark, before limits.LimitStatus) int64 {
-	if ls.Window == eventsv1.Window_WINDOW_CALENDAR {
-		return ls.State.At.Unix()
+// rearm lowers a rolling limit's alerted threshold to the highest one its
+// use (before the event, refills included) still reaches, and clears
+// exhaustion once something is available again; either moves the window.
+func rearm(m Mark, before limits.LimitStatus, thresholds []uint32) Mark {
+	used := before.Amount - before.Available
+	if m.Threshold > 0 && used < thresholdAmount(before.Amount, m.Threshold) {
+		var still uint32
+		for _, th := range thresholds {
+			if th < m.Threshold && th > still && used >= thresholdAmount(before.Amount, th) {
+				still = th
+			}
+		}
+		m.Threshold = still
+		m.Window++
 	}
-	if m.Threshold == 0 && !m.Exhausted {
-		return m.Window
+	if m.Exhausted && before.Available > 0 {
+		m.Exhausted = false
+		m.Window++
 	}
-	need, _ := money.MulDivCeil(ls.Amount, int64(m.Threshold), 1_000_000)
-	if m.Exhausted && m.Threshold == 0 {
-		need = ls.Amount
-	}
-	if usedBefore := before.Amount - before.Available; usedBefore < need && before.Amount > 0 {
-		return m.Window + 1
-	}
-	return m.Window
+	return m
+}
+
+func thresholdAmount(amount int64, ppm uint32) int64 {
+	n, _ := money.MulDivCeil(amount, int64(ppm), 1_000_000)
+	return n
 }
 
 func (b *Balance) alert(v Version, ls limits.LimitStatus, th uint32, exhausted bool, used int64, t time.Time, window int64) Alert {
