@@ -91,9 +91,13 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (
 				return rep, err
 			}
 			var evs []*eventsv1.UsageEvent
+			positions := map[int]uint64{}
 			for m := range msgs.Messages() {
 				md, _ := m.Metadata()
 				last = md.Sequence.Stream
+				if p, ok := partitionOf(m.Subject()); ok {
+					positions[p] = last
+				}
 				ev := new(eventsv1.UsageEvent)
 				if proto.Unmarshal(m.Data(), ev) == nil && ev.GetEdgeInstance() != "" {
 					evs = append(evs, ev)
@@ -102,7 +106,7 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (
 			if len(evs) == 0 && msgs.Error() != nil {
 				return rep, msgs.Error()
 			}
-			if _, err := f.foldBatch(ctx, evs); err != nil {
+			if _, err := f.foldBatch(ctx, evs, positions); err != nil {
 				return rep, err
 			}
 			rep.Events += len(evs)

@@ -49,15 +49,15 @@ func RunWith(ctx context.Context, cfg Config, log *slog.Logger, opts Options) er
 	}
 	pool, err := pgdb.Open(ctx, cfg.PostgresDSN)
 	if err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	defer pool.Close()
 	if err := store.Migrate(ctx, pool); err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	streams, err := ensure(ctx, js, cfg.StreamReplicas)
 	if err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	keys := keyhistory.New(log)
 	m := newMetrics()
@@ -75,6 +75,14 @@ func RunWith(ctx context.Context, cfg Config, log *slog.Logger, opts Options) er
 		return w.run(gctx)
 	})
 	err = g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// stopped is nil when err only says that ctx ended during start-up.
+func stopped(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return nil
 	}

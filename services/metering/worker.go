@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,7 +45,7 @@ type result struct {
 // duplicate in the batch), applies the rest in order and writes everything
 // back, with the alerts to publish, before COMMIT. Nothing is acknowledged
 // to the bus before this returns.
-func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent) (result, error) {
+func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent, positions map[int]uint64) (result, error) {
 	var res result
 	parts := map[store.EdgePart]bool{}
 	keySet := map[string]*eventsv1.UsageEvent{}
@@ -82,6 +83,9 @@ func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent) (res
 			alerts = append(alerts, fold.Apply(bals[ev.GetKeyId()], h, ev)...)
 			touched[ev.GetKeyId()] = true
 			res.folded++
+		}
+		if err := store.SavePositions(ctx, tx, positions); err != nil {
+			return err
 		}
 		if res.folded == 0 {
 			return nil
@@ -139,26 +143,33 @@ type worker struct {
 	metrics    *metrics
 }
 
-// consumerName is the durable consumer of one partition: stable, so that a
-// worker restarting (or taking over the partition) resumes where it stopped.
-func consumerName(p int) string { return "metering-p" + strconv.Itoa(p) }
-
+// run folds the worker's partitions until ctx ends. Each partition is read
+// with an ordered consumer from the position committed with the last fold,
+// so events are folded in stream order (the order a rebuild uses), a restart
+// resumes right after the last commit, and nothing waits for redelivery.
 func (w *worker) run(ctx context.Context) error {
+	owned := w.cfg.owned()
+	pos, err := store.Positions(ctx, w.folder.pool, owned)
+	if err != nil {
+		return err
+	}
 	in := make(chan jetstream.Msg, 4*w.cfg.BatchSize)
-	for _, p := range w.cfg.owned() {
-		cons, err := w.js.CreateOrUpdateConsumer(ctx, bus.UsageStream, jetstream.ConsumerConfig{
-			Durable: consumerName(p), FilterSubject: bus.UsageSubjectPrefix + strconv.Itoa(p) + ".>",
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: 8 * w.cfg.BatchSize,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
+	for _, p := range owned {
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.UsageSubjectPrefix + strconv.Itoa(p) + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+		if pos[p] > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos[p]+1
+		}
+		cons, err := w.js.OrderedConsumer(ctx, bus.UsageStream, cfg)
 		if err != nil {
-			return fmt.Errorf("consumer for partition %d: %w", p, err)
+			return fmt.Errorf("consume partition %d: %w", p, err)
 		}
 		it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.BatchSize))
 		if err != nil {
 			return fmt.Errorf("consume partition %d: %w", p, err)
 		}
 		defer it.Stop()
+		stop := context.AfterFunc(ctx, it.Stop)
+		defer stop()
 		go func() {
 			for {
 				m, err := it.Next()
@@ -176,7 +187,7 @@ func (w *worker) run(ctx context.Context) error {
 			}
 		}()
 	}
-	w.log.Info("metering worker started", "partitions", w.cfg.owned())
+	w.log.Info("metering worker started", "partitions", owned)
 	batch := make([]jetstream.Msg, 0, w.cfg.BatchSize)
 	for {
 		batch = batch[:0]
@@ -196,28 +207,38 @@ func (w *worker) run(ctx context.Context) error {
 				break fill
 			}
 		}
-		if err := w.process(ctx, batch); err != nil {
+		// A failed fold is retried with the same messages, in the same
+		// order: nothing after them is folded first.
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			err := w.process(ctx, batch)
+			if err == nil {
+				break
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
-			// Unacknowledged messages come back after AckWait; nak them to
-			// come back sooner. The progress in PostgreSQL makes that safe.
-			w.log.Error("fold failed; the batch will be redelivered", "err", err, "events", len(batch))
-			for _, m := range batch {
-				m.NakWithDelay(time.Second) //nolint:errcheck
+			w.log.Error("fold failed; retrying the batch", "err", err, "events", len(batch), "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
 			}
-			time.Sleep(500 * time.Millisecond)
 		}
 	}
 }
 
 func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 	evs := make([]*eventsv1.UsageEvent, 0, len(batch))
+	positions := map[int]uint64{}
 	for _, m := range batch {
+		if md, err := m.Metadata(); err == nil {
+			if p, ok := partitionOf(m.Subject()); ok && md.Sequence.Stream > positions[p] {
+				positions[p] = md.Sequence.Stream
+			}
+		}
 		ev := new(eventsv1.UsageEvent)
 		if err := proto.Unmarshal(m.Data(), ev); err != nil || ev.GetEdgeInstance() == "" {
-			w.log.Error("metering: undecodable usage event dropped", "subject", m.Subject(), "err", err)
-			m.Term() //nolint:errcheck // it will never decode
+			w.log.Error("metering: undecodable usage event skipped", "subject", m.Subject(), "err", err)
 			continue
 		}
 		evs = append(evs, ev)
@@ -227,7 +248,7 @@ func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 		return err
 	}
 	began := time.Now()
-	res, err := w.folder.foldBatch(ctx, evs)
+	res, err := w.folder.foldBatch(ctx, evs, positions)
 	if err != nil {
 		return err
 	}
@@ -236,14 +257,6 @@ func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 		m.folded.Add(float64(res.folded))
 		m.dupes.Add(float64(res.dupes))
 		m.alerts.Add(float64(len(res.alerts)))
-	}
-	// Acks follow the commit: a crash before this line redelivers the batch,
-	// and the progress committed with it makes the fold skip it.
-	for _, m := range batch {
-		if err := m.Ack(); err != nil {
-			w.log.Warn("ack after commit failed; the events will be redelivered and skipped", "err", err)
-			break
-		}
 	}
 	now := time.Now()
 	for _, ev := range evs {
@@ -257,6 +270,17 @@ func (w *worker) process(ctx context.Context, batch []jetstream.Msg) error {
 	}
 	w.publish(ctx, res)
 	return nil
+}
+
+// partitionOf reads the partition from tollgate.usage.<partition>.<account>.<key>.
+func partitionOf(subject string) (int, bool) {
+	rest, ok := strings.CutPrefix(subject, bus.UsageSubjectPrefix)
+	if !ok {
+		return 0, false
+	}
+	p, _, _ := strings.Cut(rest, ".")
+	n, err := strconv.Atoi(p)
+	return n, err == nil
 }
 
 // publish sends the touched balances to BALANCES and flushes the alert

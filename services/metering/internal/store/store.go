@@ -200,3 +200,38 @@ func less(a, b *eventsv1.LimitBalance) bool {
 func QueueAlert(b *pgx.Batch, id, subject string, payload []byte) {
 	b.Queue(`INSERT INTO metering_alert_outbox (id, subject, payload) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`, id, subject, payload)
 }
+
+// Positions reads the stream position of partitions (0: nothing folded).
+func Positions(ctx context.Context, pool *pgxpool.Pool, parts []int) (map[int]uint64, error) {
+	ps := make([]int32, len(parts))
+	for i, p := range parts {
+		ps[i] = int32(p)
+	}
+	rows, err := pool.Query(ctx, `SELECT partition, stream_seq FROM metering_positions WHERE partition = ANY($1)`, ps)
+	if err != nil {
+		return nil, fmt.Errorf("read positions: %w", err)
+	}
+	out := map[int]uint64{}
+	for rows.Next() {
+		var p int32
+		var seq int64
+		if err := rows.Scan(&p, &seq); err != nil {
+			return nil, fmt.Errorf("read positions: %w", err)
+		}
+		out[int(p)] = uint64(seq)
+	}
+	return out, rows.Err()
+}
+
+// SavePositions moves partitions' positions forward (never back).
+func SavePositions(ctx context.Context, tx pgx.Tx, pos map[int]uint64) error {
+	b := &pgx.Batch{}
+	for p, seq := range pos {
+		b.Queue(`INSERT INTO metering_positions (partition, stream_seq) VALUES ($1, $2)
+			ON CONFLICT (partition) DO UPDATE SET stream_seq = GREATEST(metering_positions.stream_seq, EXCLUDED.stream_seq)`, int32(p), int64(seq))
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save positions: %w", err)
+	}
+	return nil
+}
