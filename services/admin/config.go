@@ -27,6 +27,7 @@ type Config struct {
 	JWTPublicKey     string        `flag:"jwt-rs256-public-key" env:"TOLLGATE_JWT_RS256_PUBLIC_KEY" yaml:"jwt_rs256_public_key" usage:"PEM file with the RSA public key that verifies RS256 operator JWTs (empty: none)"`
 	StreamReplicas   int           `flag:"stream-replicas" env:"TOLLGATE_STREAM_REPLICAS" yaml:"stream_replicas" usage:"JetStream replicas of the streams this role creates (3 in a cluster)"`
 	RebuildReadModel bool          `flag:"rebuild-read-model" env:"TOLLGATE_REBUILD_READ_MODEL" yaml:"rebuild_read_model" usage:"empty the read model at start and rebuild it from the KEYS stream"`
+	ClickHouseDSN    string        `flag:"clickhouse-dsn" env:"TOLLGATE_CLICKHOUSE_DSN" yaml:"clickhouse_dsn" usage:"ClickHouse of the usage analytics (UsageService), clickhouse://user:password@host:9000/database; empty: usage reports answer unavailable" secret:"true"`
 	ShutdownTimeout  time.Duration `flag:"shutdown-timeout" env:"TOLLGATE_SHUTDOWN_TIMEOUT" yaml:"shutdown_timeout" usage:"how long in-flight requests may take to finish on SIGTERM"`
 }
 
@@ -40,6 +41,7 @@ func DefaultConfig() Config {
 		DefaultPrefix:   "en_",
 		DefaultAccount:  "default",
 		StreamReplicas:  1,
+		ClickHouseDSN:   "clickhouse://127.0.0.1:9000/tollgate",
 		ShutdownTimeout: 10 * time.Second,
 	}
 }

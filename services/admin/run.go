@@ -41,6 +41,7 @@ type Server struct {
 	startSeq  uint64 // the KEYS stream's last sequence when this server started
 	listener  net.Listener
 	handler   http.Handler
+	usage     *usageService
 }
 
 // Run runs the admin role until ctx ends.
@@ -107,6 +108,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 		now: time.Now, defaultPrefix: cfg.DefaultPrefix, logger: log, pool: s.pool}
 	authn := auth.New(auth.Config{BootstrapToken: cfg.AdminToken, DefaultAccount: cfg.DefaultAccount,
 		JWTSecret: []byte(cfg.JWTSecret), JWTPublicKey: pub, Hasher: hasher, Keys: store})
+	s.usage = newUsageService(cfg.ClickHouseDSN, authn, log)
 	cat, err := catalog.Open(ctx, js, cfg.StreamReplicas)
 	if err != nil {
 		return nil, err
@@ -124,9 +126,10 @@ func (s *Server) routes(svc *keyService, authn *auth.Authenticator, cat *catalog
 	counted := connect.WithInterceptors(m.interceptor())
 	mux.Handle(adminv1connect.NewKeyServiceHandler(&keyHandler{svc: svc, auth: authn, log: s.log}, counted))
 	mux.Handle(adminv1connect.NewCatalogServiceHandler(cat, counted))
+	mux.Handle(adminv1connect.NewUsageServiceHandler(s.usage, counted))
 	mux.Handle("GET /metrics", m.handler())
 	(&restHandler{svc: svc, auth: authn, log: s.log}).register(mux)
-	services := []string{adminv1connect.KeyServiceName, adminv1connect.CatalogServiceName}
+	services := []string{adminv1connect.KeyServiceName, adminv1connect.CatalogServiceName, adminv1connect.UsageServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
 	mux.Handle(grpcreflect.NewHandlerV1(grpcreflect.NewStaticReflector(services...)))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(grpcreflect.NewStaticReflector(services...)))
@@ -212,6 +215,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Close releases connections. It is safe on a partly built Server.
 func (s *Server) Close() {
+	if s.usage != nil {
+		s.usage.Close()
+	}
 	if s.listener != nil {
 		s.listener.Close()
 	}

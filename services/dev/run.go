@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/services/admin"
 	"github.com/tollgate/tollgate/services/edge"
 	"github.com/tollgate/tollgate/services/metering"
+	"github.com/tollgate/tollgate/services/sink"
 )
 
 // Run starts everything, prints where it is, and stops it all when ctx ends.
@@ -82,6 +83,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 		}
 		cleanups = append(cleanups, func() { c, cancel := stopCtx(); defer cancel(); ch.Stop(c) })
 		clickhouseAddr = ch.Addr()
+		cfg.Admin.ClickHouseDSN = "clickhouse://" + ch.Addr() + "/tollgate"
 	}
 
 	if cfg.Admin.Pepper == "" {
@@ -131,8 +133,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out *os.File) error 
 	meterCfg := metering.DefaultConfig()
 	meterCfg.NATSURL, meterCfg.PostgresDSN, meterCfg.Partitions = ns.ClientURL(), cfg.Admin.PostgresDSN, edgeCfg.Partitions
 	meterCfg.MetricsListen = "" // dev: the admin and edge ports serve /metrics; metering's would be a third
+	sinkCfg := sink.DefaultConfig()
+	sinkCfg.NATSURL, sinkCfg.ClickHouseDSN = ns.ClientURL(), cfg.Admin.ClickHouseDSN
+	sinkCfg.Listen = "" // dev: no health port of its own
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error { return sink.Run(gctx, sinkCfg, log.With("component", "sink")) })
 	g.Go(func() error { return edg.Run(gctx) })
 	g.Go(func() error { return metering.Run(gctx, meterCfg, log.With("component", "metering")) })
 	return g.Wait()

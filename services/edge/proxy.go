@@ -150,6 +150,7 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 				if rest := filter.flush(); len(rest) > 0 {
 					w.Write(rest) //nolint:errcheck // the stream is over either way
 					rc.Flush()    //nolint:errcheck
+					out.responseBytes += int64(len(rest))
 				}
 			}
 			break

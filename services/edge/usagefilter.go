@@ -63,9 +63,13 @@ func (f *usageFilter) drop(complete []byte) []byte {
 	return kept
 }
 
-// flush returns what is held when the stream ends (an unterminated event).
+// flush returns what is held when the stream ends (an unterminated event),
+// unless it is the usage-only chunk itself.
 func (f *usageFilter) flush() []byte {
 	rest := f.held
 	f.held = nil
+	if bytes.Contains(rest, emptyChoice) && bytes.Contains(rest, usageField) {
+		return nil
+	}
 	return rest
 }

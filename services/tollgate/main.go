@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/services/dev"
 	"github.com/tollgate/tollgate/services/edge"
 	"github.com/tollgate/tollgate/services/metering"
+	"github.com/tollgate/tollgate/services/sink"
 )
 
 const usage = `Tollgate issues API keys and meters and enforces what each key may do and spend.
@@ -31,10 +32,12 @@ Roles (long-running):
   edge       the OpenAI- and Anthropic-compatible proxy that enforces keys and publishes usage
   metering   folds usage into authoritative balances (PostgreSQL), BALANCES and ALERTS;
              'tollgate metering rebuild' recomputes every balance and reports differences
+  sink       writes every usage event once into ClickHouse, where usage reports are read
   dev        every role in one process, NATS embedded, PostgreSQL and ClickHouse under ./.data
 
 Operator commands (talk to the admin API):
-  keys       create, list, get, update, revoke and rotate API keys
+  keys       create, list, get, update, revoke, rotate API keys, and show their balances
+  usage      usage reports: totals, time series, breakdowns, top keys by spend
 
 Run 'tollgate <role> --help' for every setting of a role (flags, TOLLGATE_* variables, YAML keys).
 `
@@ -81,8 +84,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runRole("dev", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
 			return dev.Run(ctx, cfg.Config, log, os.Stdout)
 		})
+	case "sink":
+		cfg := sinkSettings{Config: sink.DefaultConfig(), Log: defaultLog()}
+		return runRole("sink", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+			return sink.Run(ctx, cfg.Config, log)
+		})
 	case "keys":
 		return runKeys(ctx, args[1:], stdout, stderr)
+	case "usage":
+		return runUsage(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -113,6 +123,11 @@ type edgeSettings struct {
 type meteringSettings struct {
 	Log             logSettings `yaml:"log"`
 	metering.Config `yaml:",inline"`
+}
+
+type sinkSettings struct {
+	Log         logSettings `yaml:"log"`
+	sink.Config `yaml:",inline"`
 }
 
 type devSettings struct {

@@ -1,0 +1,300 @@
+package sink
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/usagestore"
+)
+
+// decoded is a batch read from the stream: its events, without an identity
+// twice, and the range of stream sequences it covers.
+type decoded struct {
+	events   []usagestore.Event
+	from, to uint64
+}
+
+// reader reads the USAGE stream in order and without gaps from a position:
+// the ordered consumer of the nats.go library does that too, but its
+// per-message iterator costs twice the CPU of Fetch, which is what this
+// machine's throughput depends on. It reads with Fetch from an ephemeral
+// consumer without acks, checks that every delivery follows the last
+// (consumer sequence +1), and on any gap or error starts a new consumer just
+// after the last message it returned. It is used by one goroutine.
+type reader struct {
+	stream   jetstream.Stream
+	prefix   string        // of the consumers' names
+	inactive time.Duration // how soon the server drops an unused consumer
+	cons     jetstream.Consumer
+	serial   int
+	next     uint64 // stream sequence of the next message wanted
+	dseq     uint64 // consumer sequence of the last message taken from cons
+}
+
+func (s *Sink) newReader(start uint64) *reader {
+	return &reader{stream: s.stream, prefix: s.cfg.Consumer + "-" + randomSuffix(), inactive: cmp.Or(s.inactive, 5*time.Minute), next: max(start, 1)}
+}
+
+// fetch returns up to n messages: as soon as it has n, or when wait is up
+// with fewer (JetStream holds a pull until it is filled or expires).
+func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	if r.cons == nil {
+		if err := r.open(ctx); err != nil {
+			return nil, err
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := r.cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		r.drop()
+		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
+	}
+	msgs := make([]jetstream.Msg, 0, n)
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil || meta.Sequence.Consumer != r.dseq+1 || meta.Sequence.Stream < r.next {
+			// A delivery was lost (or is out of place): read again from
+			// after the last good one with a new consumer.
+			r.drop()
+			return msgs, nil
+		}
+		r.dseq, r.next = meta.Sequence.Consumer, meta.Sequence.Stream+1
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		r.drop()
+		if len(msgs) > 0 {
+			return msgs, nil // good as far as they go
+		}
+		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
+	}
+	if len(msgs) < n && ctx.Err() == nil {
+		r.verify(ctx)
+	}
+	return msgs, nil
+}
+
+// verify, after a pull that came back short, asks the server how far the
+// consumer has delivered. A delivery that arrived after the pull's deadline
+// is lost, and only a later delivery would show the gap: at the end of the
+// traffic none comes, and the lost events would wait forever. It also notices
+// a consumer the server has dropped (unused for longer than its inactivity
+// limit, e.g. while ClickHouse was away), whose pulls go unanswered.
+func (r *reader) verify(ctx context.Context) {
+	if r.cons == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := r.cons.Info(cctx)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		r.cons = nil
+	case err != nil:
+		// The bus is away; the next pull fails and starts over.
+	case info.Delivered.Consumer > r.dseq:
+		r.drop()
+	}
+}
+
+// open creates a consumer that delivers from r.next on.
+func (r *reader) open(ctx context.Context) error {
+	r.serial++
+	cfg := jetstream.ConsumerConfig{
+		Name:        fmt.Sprintf("%s_%d", r.prefix, r.serial),
+		Description: "tollgate sink (position kept in ClickHouse)",
+		// No subject filter: USAGE holds only usage subjects, and a
+		// filtered consumer makes the server match every message (half
+		// the delivery rate here).
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       r.next,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: r.inactive,
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := r.stream.CreateConsumer(cctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read %s from %d: %w", bus.UsageStream, r.next, err)
+	}
+	r.cons, r.dseq = cons, 0
+	return nil
+}
+
+// drop forgets the current consumer (the server removes it once idle).
+func (r *reader) drop() {
+	if r.cons == nil {
+		return
+	}
+	name := r.cons.CachedInfo().Name
+	r.cons = nil
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.stream.DeleteConsumer(ctx, name)
+	}()
+}
+
+// read collects and decodes batches into out until ctx ends.
+func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
+	defer r.drop()
+	for {
+		msgs, err := s.collect(ctx, r)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case out <- s.decode(msgs):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// fetchChunk bounds one pull request: smaller ones let a batch start being
+// decoded sooner, larger ones cost fewer round trips.
+const fetchChunk = 10_000
+
+// collect gathers a batch: it returns once it has BatchSize messages, or
+// FlushInterval after the batch's first message, or as soon as the stream
+// has no more for now. A pull from JetStream waits until it has all it asked
+// for or expires, so each pull expires by the batch's deadline, and one that
+// comes back short means the stream is drained. While the bus is away it
+// keeps trying (the reader starts new consumers as needed).
+func (s *Sink) collect(ctx context.Context, r *reader) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	var deadline time.Time
+	backoff := 100 * time.Millisecond
+	for len(msgs) < s.cfg.BatchSize {
+		wait := s.cfg.FlushInterval
+		if len(msgs) > 0 {
+			if wait = time.Until(deadline); wait <= 0 {
+				break
+			}
+		}
+		want := min(s.cfg.BatchSize-len(msgs), fetchChunk)
+		got, err := r.fetch(ctx, want, wait)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			if len(msgs) > 0 {
+				break // write what is in hand; the reader reads on later
+			}
+			s.log.Warn("reading usage events failed; retrying", "in", backoff, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			backoff = min(2*backoff, s.cfg.MaxBackoff)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if len(got) == 0 && len(msgs) == 0 {
+			continue
+		}
+		if len(msgs) == 0 {
+			deadline = time.Now().Add(s.cfg.FlushInterval)
+		}
+		msgs = append(msgs, got...)
+		if len(got) < want {
+			break // drained for now
+		}
+	}
+	return msgs, nil
+}
+
+// decode turns messages, in stream order, into events. A message that is not
+// a usage event cannot be stored; it is logged and skipped.
+func (s *Sink) decode(msgs []jetstream.Msg) decoded {
+	b := decoded{events: make([]usagestore.Event, 0, len(msgs))}
+	if len(msgs) == 0 {
+		return b
+	}
+	// Messages come in stream order, so the ends give the range; the
+	// metadata of the others is parsed only when it is needed.
+	b.from, b.to = streamSeq(msgs[0]), streamSeq(msgs[len(msgs)-1])
+	seen := make(map[usagestore.ID]bool, len(msgs))
+	for _, m := range msgs {
+		e, err := toEvent(m)
+		if err != nil {
+			s.stats.Invalid.Add(1)
+			s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject(), "err", err)
+			continue
+		}
+		if seen[e.ID()] {
+			s.stats.Duplicates.Add(1)
+			continue
+		}
+		seen[e.ID()] = true
+		b.events = append(b.events, e)
+	}
+	return b
+}
+
+func streamSeq(m jetstream.Msg) uint64 {
+	meta, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return meta.Sequence.Stream
+}
+
+// toEvent decodes one message.
+func toEvent(m jetstream.Msg) (usagestore.Event, error) {
+	var ev eventsv1.UsageEvent
+	if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+		return usagestore.Event{}, err
+	}
+	e := usagestore.Event{
+		Account: ev.GetAccount(), KeyID: ev.GetKeyId(),
+		EdgeInstance: ev.GetEdgeInstance(), Partition: ev.GetPartition(), Sequence: ev.GetSequence(),
+		Service: ev.GetService(), Model: ev.GetModel(), Endpoint: ev.GetEndpoint(),
+		InputTokens: ev.GetInputTokens(), OutputTokens: ev.GetOutputTokens(), Cost: ev.GetCost(),
+		RequestBytes: ev.GetRequestBytes(), ResponseBytes: ev.GetResponseBytes(),
+		Status: uint16(min(max(ev.GetStatus(), 0), 65535)), LatencyUS: ev.GetLatencyUs(),
+		Streamed: ev.GetStreamed(), Estimated: ev.GetEstimated(),
+	}
+	var meta *jetstream.MsgMetadata
+	if ev.GetOccurredAt() == nil || e.EdgeInstance == "" {
+		var err error
+		if meta, err = m.Metadata(); err != nil {
+			return usagestore.Event{}, fmt.Errorf("message metadata: %w", err)
+		}
+	}
+	if ev.GetOccurredAt() != nil {
+		e.OccurredAt = ev.GetOccurredAt().AsTime()
+	} else {
+		e.OccurredAt = meta.Timestamp.UTC()
+	}
+	if e.EdgeInstance == "" {
+		// Edges always stamp an identity; without one, the message's own
+		// place in the stream is the best there is (it still makes reading
+		// that message again harmless).
+		e.EdgeInstance, e.Partition, e.Sequence = "stream:"+bus.UsageStream, 0, meta.Sequence.Stream
+	}
+	return e, nil
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
