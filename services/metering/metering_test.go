@@ -58,6 +58,11 @@ func newRig(t *testing.T, natsURL string) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.pool.Close)
+	// The tables exist before any worker starts, so waiting on them cannot
+	// race the first worker's migration.
+	if err := store.Migrate(ctx, r.pool); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 

@@ -152,9 +152,9 @@ func (b *Balance) set(h History, v Version) *limits.Set {
 	return s
 }
 
-// resetMarks starts new alert windows for limits that a key change removed or
-// moved between rolling and calendar windows: their old windows mean
-// something else afterwards. The new window is numbered from the key
+// resetMarks starts new alert windows for limits that a key change added or
+// moved between rolling and calendar windows (their old windows mean
+// something else afterwards) and forgets those it removed. The new window is numbered from the key
 // revision (shifted above any calendar window start), so its alert ids
 // never repeat an earlier window's.
 func (b *Balance) resetMarks(prev, next Version) {
@@ -171,7 +171,17 @@ func (b *Balance) resetMarks(prev, next Version) {
 	}
 	before, after := window(prev.Limits), window(next.Limits)
 	for id, w := range before {
-		if after[id] != w {
+		if _, kept := after[id]; !kept {
+			delete(b.Marks, id)
+		} else if after[id] != w {
+			b.Marks[id] = Mark{Window: int64(next.Rev) << 32}
+		}
+	}
+	// A limit added (or added back) starts a window of its own revision, so
+	// its alert ids never repeat those of an earlier limit with the same id,
+	// whether or not its old mark was stored.
+	for id := range after {
+		if _, had := before[id]; !had {
 			b.Marks[id] = Mark{Window: int64(next.Rev) << 32}
 		}
 	}
