@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// ---- reports --------------------------------------------------------------
+
+type closedRow struct {
+	target  string
+	workers int
+	res     *result
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
+}
+
+func signedMS(d time.Duration) string {
+	s := ms(d)
+	if d >= 0 {
+		s = "+" + s
+	}
+	return s
+}
+
+// perReq is a process's CPU time per measured request, in microseconds.
+func perReq(r *result, role string) string {
+	d, ok := r.cpu[role]
+	n := float64(len(r.samples))
+	if !ok || n <= 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(float64(d.Microseconds())/n, 'f', 0, 64)
+}
+
+var targetNames = map[string]string{"direct": "mock directly", "proxy": "minimal proxy", "edge": "**edge**"}
+
+func printOpen(streamed bool, rows []*result, sys *system) {
+	what := "plain chat (buffered answer)"
+	if streamed {
+		what = "streamed chat (SSE)"
+	}
+	fmt.Printf("### Open loop: %s\n\n", what)
+	fmt.Println("Latency in ms from each request's scheduled send time to the last byte of its answer; \"added\" is the")
+	fmt.Println("percentile minus the same percentile of the mock called directly in the same step.")
+	fmt.Println()
+	fmt.Println("| rate (req/s) | target | achieved | p50 | p90 | p99 | max | added p50 | added p99 | errors |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	direct := map[int]*result{}
+	for _, r := range rows {
+		if r.target == "direct" {
+			direct[r.perSec] = r
+		}
+	}
+	for _, r := range rows {
+		added50, added99 := "", ""
+		if d := direct[r.perSec]; d != nil && r.target != "direct" {
+			added50, added99 = signedMS(r.q("total", .5)-d.q("total", .5)), signedMS(r.q("total", .99)-d.q("total", .99))
+			if r.target == "edge" {
+				added50, added99 = "**"+added50+"**", "**"+added99+"**"
+			}
+		}
+		fmt.Printf("| %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %d |\n", r.perSec, targetNames[r.target], r.rate(),
+			ms(r.q("total", .5)), ms(r.q("total", .9)), ms(r.q("total", .99)), ms(r.q("total", 1)), added50, added99, r.errors())
+	}
+	fmt.Println()
+	fmt.Println("The generator's own lateness (actual send − scheduled, ms) and CPU time per request (µs) of each process:")
+	fmt.Println()
+	header := "| rate | target | late p50 | late p99 |"
+	sep := "|---:|---|---:|---:|"
+	if streamed {
+		header += " first byte p50 | first byte p99 |"
+		sep += "---:|---:|"
+	}
+	roles := []string{"generator"}
+	if len(sys.procs) > 0 {
+		roles = append(roles, "mock", "proxy", "edge", "nats")
+	}
+	for _, role := range roles {
+		header += " CPU " + role + " |"
+		sep += "---:|"
+	}
+	fmt.Println(header)
+	fmt.Println(sep)
+	for _, r := range rows {
+		line := fmt.Sprintf("| %d | %s | %s | %s |", r.perSec, r.target, ms(r.q("late", .5)), ms(r.q("late", .99)))
+		if streamed {
+			line += fmt.Sprintf(" %s | %s |", ms(r.q("first", .5)), ms(r.q("first", .99)))
+		}
+		for _, role := range roles {
+			line += " " + perReq(r, role) + " |"
+		}
+		fmt.Println(line)
+	}
+	fmt.Println()
+	for _, r := range rows {
+		if e := r.firstError(); e != "" {
+			fmt.Printf("Errors at %d req/s (%s): %d; first: %s\n", r.perSec, r.target, r.errors(), e)
+		}
+	}
+	fmt.Println()
+}
+
+func printClosed(streamed bool, rows []closedRow, targets []string, sys *system) {
+	fmt.Printf("### Closed loop: %s, workers sending back to back\n\n", map[bool]string{false: "plain chat", true: "streamed chat"}[streamed])
+	fmt.Println("| target | workers | req/s | p50 ms | p99 ms | errors | CPU µs/req generator | mock | proxy | edge | nats |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	best := map[string]closedRow{}
+	for _, r := range rows {
+		fmt.Printf("| %s | %d | %.0f | %s | %s | %d | %s | %s | %s | %s | %s |\n", targetNames[r.target], r.workers, r.res.rate(),
+			ms(r.res.q("total", .5)), ms(r.res.q("total", .99)), r.res.errors(),
+			perReq(r.res, "generator"), perReq(r.res, "mock"), perReq(r.res, "proxy"), perReq(r.res, "edge"), perReq(r.res, "nats"))
+		if r.res.rate() > best[r.target].res.rateOr0() {
+			best[r.target] = r
+		}
+	}
+	fmt.Println()
+	for _, target := range targets {
+		b, ok := best[target]
+		if !ok {
+			continue
+		}
+		fmt.Printf("Maximum, %s: **%.0f req/s** with %d workers (p50 %s ms, p99 %s ms).", targetNames[target], b.res.rate(), b.workers,
+			ms(b.res.q("total", .5)), ms(b.res.q("total", .99)))
+		if target == "edge" && len(sys.procs) > 0 {
+			if d, ok := b.res.cpu["edge"]; ok && len(b.res.samples) > 0 {
+				if per := d / time.Duration(len(b.res.samples)); per > 0 {
+					fmt.Printf(" The edge process used %v of CPU per request there: alone on %d CPUs, at that cost, it would serve about %.0f req/s.",
+						per.Round(time.Microsecond), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+				}
+			}
+		}
+		fmt.Println()
+	}
+	fmt.Println()
+}
+
+func (r *result) rateOr0() float64 {
+	if r == nil {
+		return 0
+	}
+	return r.rate()
+}

@@ -1,0 +1,444 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
+	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/mockllm"
+	"github.com/tollgate/tollgate/services/edge"
+)
+
+// ---- the system under test ----------------------------------------------
+
+// system is NATS, the mock and the edge, wherever they run.
+type system struct {
+	natsURL, mockURL, edgeURL, proxyURL string
+	secret                              string
+	procs                               map[string]*child // by role; empty in process
+	stop                                func()
+}
+
+const pepperLen = 32
+
+func run(ctx context.Context, o options) error {
+	sys, err := start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer sys.stop()
+
+	m := machine()
+	fmt.Printf("## Edge load test, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Printf("Machine: %s. Load average before: %s.\n", m, loadAvg())
+	where := "NATS, the mock, the proxy and the edge each in a child process; the load generator in this one"
+	if o.inProcess {
+		where = "NATS, the mock, the proxy, the edge and the load generator in one process"
+	}
+	if o.pin {
+		fmt.Printf("Processes: %s, pinned with taskset: the edge alone on CPU %d, the generator, the mock and NATS on the others\n"+
+			"(other programs on the machine are not pinned and may run anywhere).\n", where, runtime.NumCPU()-1)
+	} else {
+		fmt.Printf("Processes: %s. **All of them share the same %d CPUs** (and whatever else runs on the machine), so the\n"+
+			"edge's numbers include competing with the generator and the mock for them.\n", where, runtime.NumCPU())
+	}
+	fmt.Printf("Requests: chat, max_tokens %d; streams cut into %d pieces (X-Mock-Chunks), include_usage %v; mock delay %v, between stream events %v; key with limits: %v.\n\n",
+		o.maxTokens, o.chunks, o.includeUsage, o.mockDelay, o.chunkDelay, o.edgeLimits)
+
+	modes := []bool{}
+	if o.plain {
+		modes = append(modes, false)
+	}
+	if o.stream {
+		modes = append(modes, true)
+	}
+	gen := newGenerator(o, sys)
+	targets := []string{"direct", "edge"}
+	if o.proxy {
+		targets = []string{"direct", "proxy", "edge"}
+	}
+	if !o.skipOpen {
+		for _, streamed := range modes {
+			var rows []*result
+			for _, rate := range o.rates {
+				for _, target := range targets {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					logf("open loop: %s %s at %d req/s for %v (+%v warm-up)", modeName(streamed), target, rate, o.duration, o.warmup)
+					res := gen.openLoop(ctx, target, streamed, rate)
+					logf("  %s", res.summary())
+					rows = append(rows, res)
+				}
+			}
+			printOpen(streamed, rows, sys)
+		}
+	}
+	if !o.skipClosed {
+		for _, streamed := range modes {
+			var rows []closedRow
+			for _, target := range targets {
+				best := 0.0
+				worse := 0
+				for _, n := range o.concurrency {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					logf("closed loop: %s %s with %d workers for %v", modeName(streamed), target, n, o.closedDur)
+					res := gen.closedLoop(ctx, target, streamed, n)
+					logf("  %s", res.summary())
+					rows = append(rows, closedRow{target: target, workers: n, res: res})
+					if res.rate() > best*1.03 {
+						best, worse = max(best, res.rate()), 0
+					} else if worse++; worse == 2 {
+						break // two steps without 3 % more: saturated
+					}
+				}
+			}
+			printClosed(streamed, rows, targets, sys)
+		}
+	}
+	fmt.Printf("Load average after: %s.\n", loadAvg())
+	return nil
+}
+
+func modeName(streamed bool) string {
+	if streamed {
+		return "stream"
+	}
+	return "plain"
+}
+
+// start brings the system up, in process or as children.
+func start(ctx context.Context, o options) (*system, error) {
+	pepper := make([]byte, pepperLen)
+	rand.Read(pepper)
+	pep := hex.EncodeToString(pepper)
+	sys := &system{procs: map[string]*child{}}
+	var cleanups []func()
+	sys.stop = func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			sys.stop()
+		}
+	}()
+	if o.inProcess {
+		natsURL, stopNATS, err := startNATS()
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, stopNATS)
+		mockURL, stopMock, err := startMock()
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, stopMock)
+		proxyURL, stopProxy, err := startProxy(mockURL)
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, stopProxy)
+		sys.proxyURL = proxyURL
+		secret, err := seed(ctx, natsURL, pep, mockURL, o.edgeLimits)
+		if err != nil {
+			return nil, err
+		}
+		edgeURL, stopEdge, err := startEdge(natsURL, pep)
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, stopEdge)
+		sys.natsURL, sys.mockURL, sys.edgeURL, sys.secret = natsURL, mockURL, edgeURL, secret
+		ok = true
+		return sys, nil
+	}
+	env := []string{}
+	if o.edgeProfile != "" {
+		env = append(env, "TOLLGATE_LOADTEST_EDGE_CPUPROFILE="+o.edgeProfile)
+	}
+	if o.childProcs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(o.childProcs))
+	}
+	lifetime := o.maxTotalTime + time.Minute
+	cpus := map[string]string{}
+	if o.pin {
+		n := runtime.NumCPU()
+		if n < 2 {
+			return nil, errors.New("-pin needs 2 CPUs or more")
+		}
+		rest := "0"
+		if n > 2 {
+			rest = "0-" + strconv.Itoa(n-2)
+		}
+		cpus = map[string]string{"edge": strconv.Itoa(n - 1), "proxy": strconv.Itoa(n - 1), "mock": rest, "nats": rest}
+		// This process (the generator) and all its threads.
+		if out, err := exec.Command("taskset", "-a", "-c", "-p", rest, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("taskset: %v: %s", err, out)
+		}
+	}
+	roles := []string{"nats", "mock", "edge"}
+	if o.proxy {
+		roles = append(roles, "proxy")
+	}
+	for _, role := range roles {
+		arg := ""
+		switch role {
+		case "proxy":
+			arg = sys.mockURL
+		case "edge":
+			secret, err := seed(ctx, sys.natsURL, pep, sys.mockURL, o.edgeLimits)
+			if err != nil {
+				return nil, err
+			}
+			sys.secret = secret
+			arg = sys.natsURL
+		}
+		c, err := startChild(ctx, role, arg, append(env, "TOLLGATE_PEPPER="+pep), lifetime, cpus[role])
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, c.stop)
+		sys.procs[role] = c
+		switch role {
+		case "nats":
+			sys.natsURL = c.url
+		case "mock":
+			sys.mockURL = c.url
+		case "edge":
+			sys.edgeURL = c.url
+		case "proxy":
+			sys.proxyURL = c.url
+		}
+	}
+	ok = true
+	return sys, nil
+}
+
+func startNATS() (string, func(), error) {
+	dir, err := os.MkdirTemp("", "tollgate-loadtest-nats-")
+	if err != nil {
+		return "", nil, err
+	}
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return ns.ClientURL(), func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+func startMock() (string, func(), error) {
+	mock, err := mockllm.New(mockllm.Options{})
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// startProxy serves a minimal pass-through proxy to upstream: it reads the
+// request, sends it on with a few headers, and copies the answer back (a
+// stream read by read, each flushed), as the edge does, but checks, meters
+// and publishes nothing. It is the floor under what the edge can add: the
+// cost of a second HTTP hop on this machine.
+func startProxy(upstream string) (string, func(), error) {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, upstream+r.URL.RequestURI(), bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		for _, name := range []string{"Content-Type", "Accept", "User-Agent", mockllm.HeaderChunks, mockllm.HeaderDelayMs, mockllm.HeaderChunkDelayMs} {
+			if v := r.Header.Values(name); len(v) > 0 {
+				req.Header[name] = v
+			}
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		for name, v := range res.Header {
+			if name != "Content-Length" && name != "Connection" {
+				w.Header()[name] = v
+			}
+		}
+		if !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+			data, err := io.ReadAll(res.Body)
+			if err != nil {
+				return
+			}
+			w.WriteHeader(res.StatusCode)
+			w.Write(data) //nolint:errcheck // the client is gone
+			return
+		}
+		w.WriteHeader(res.StatusCode)
+		rc := http.NewResponseController(w)
+		bp := bufs.Get().(*[]byte)
+		defer bufs.Put(bp)
+		for {
+			n, rerr := res.Body.Read(*bp)
+			if n > 0 {
+				if _, err := w.Write((*bp)[:n]); err != nil {
+					return
+				}
+				rc.Flush() //nolint:errcheck // as above
+			}
+			if rerr != nil {
+				return
+			}
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+func startEdge(natsURL, pepper string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "tollgate-loadtest-spool-")
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := edge.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.NATSURL = natsURL
+	cfg.Pepper = pepper
+	cfg.SpoolDir = dir
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := edge.New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	if err := s.WaitReady(rctx); err != nil {
+		cancel()
+		s.Close()
+		return "", nil, err
+	}
+	return "http://" + s.Addr(), func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(40 * time.Second):
+		}
+		s.Close()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// seed puts the mock in the catalog and creates the key, as the admin
+// would, and returns the key's secret.
+func seed(ctx context.Context, natsURL, pepper, mockURL string, withLimits bool) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", err
+	}
+	store, err := catalog.Open(ctx, js, 1)
+	if err != nil {
+		return "", err
+	}
+	if err := store.PutService(ctx, &eventsv1.Service{Id: "loadtest/mock", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: mockURL}); err != nil {
+		return "", err
+	}
+	for _, m := range []*eventsv1.Model{
+		{Name: "gpt-4o-mini", Service: "loadtest/mock", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 16384},
+		{Name: "gpt-4o", Service: "loadtest/mock", InputPricePerMillion: 25e8, OutputPricePerMillion: 1e10, MaxOutputTokens: 16384},
+	} {
+		if err := store.PutModel(ctx, m); err != nil {
+			return "", err
+		}
+	}
+	keyLog, err := bus.NewKeyLog(ctx, js, bus.StreamOptions{})
+	if err != nil {
+		return "", err
+	}
+	hasher, err := keys.NewHasher([]byte(pepper), "loadtest")
+	if err != nil {
+		return "", err
+	}
+	k := &eventsv1.Key{Account: "loadtest", Name: "load", Permissions: []eventsv1.Permission{eventsv1.Permission_PERMISSION_PREDICT}}
+	if withLimits {
+		// Four limits far from being reached, and a model filter: every
+		// check runs on every request, none refuses.
+		k.Limits = []*eventsv1.Limit{
+			{Metric: eventsv1.Metric_METRIC_SPEND, Interval: eventsv1.Interval_INTERVAL_DAY, Amount: 1e18, Window: eventsv1.Window_WINDOW_ROLLING},
+			{Metric: eventsv1.Metric_METRIC_SPEND, Interval: eventsv1.Interval_INTERVAL_MONTH, Amount: 1e18, Window: eventsv1.Window_WINDOW_CALENDAR},
+			{Metric: eventsv1.Metric_METRIC_TOKENS, Interval: eventsv1.Interval_INTERVAL_MINUTE, Amount: 1e15, Window: eventsv1.Window_WINDOW_ROLLING},
+			{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_MINUTE, Amount: 1e12, Window: eventsv1.Window_WINDOW_ROLLING},
+		}
+		k.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"gpt-4o-mini", "gpt-4o"}}
+	}
+	ev, secret, err := keys.Create(time.Now(), "loadtest", hasher, k, "lt_")
+	if err != nil {
+		return "", err
+	}
+	if _, err := keyLog.Append(ctx, ev, 0); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
