@@ -100,30 +100,41 @@ func denialMessage(d *limits.Denial) string {
 	return fmt.Sprintf("This key has reached its %s %s limit per %s; retry after %s.", window, metric, interval, d.RetryAfter)
 }
 
-var rateLimitMetrics = []struct {
-	metric eventsv1.Metric
-	name   string
-	format func(int64) string
-}{
-	{eventsv1.Metric_METRIC_REQUESTS, "Requests", func(n int64) string { return strconv.FormatInt(n, 10) }},
-	{eventsv1.Metric_METRIC_TOKENS, "Tokens", func(n int64) string { return strconv.FormatInt(n, 10) }},
-	{eventsv1.Metric_METRIC_SPEND, "Spend", func(n int64) string { return money.Nanos(n).String() }},
+type rateLimitMetric struct {
+	metric                           eventsv1.Metric
+	limitKey, remainingKey, resetKey string // canonical header names
+	format                           func(int64) string
+}
+
+func newRateLimitMetric(m eventsv1.Metric, name string, format func(int64) string) rateLimitMetric {
+	return rateLimitMetric{metric: m, format: format, limitKey: "X-Ratelimit-Limit-" + name,
+		remainingKey: "X-Ratelimit-Remaining-" + name, resetKey: "X-Ratelimit-Reset-" + name}
+}
+
+var rateLimitMetrics = []rateLimitMetric{
+	newRateLimitMetric(eventsv1.Metric_METRIC_REQUESTS, "Requests", func(n int64) string { return strconv.FormatInt(n, 10) }),
+	newRateLimitMetric(eventsv1.Metric_METRIC_TOKENS, "Tokens", func(n int64) string { return strconv.FormatInt(n, 10) }),
+	newRateLimitMetric(eventsv1.Metric_METRIC_SPEND, "Spend", func(n int64) string { return money.Nanos(n).String() }),
 }
 
 // setRateLimitHeaders writes x-ratelimit-{limit,remaining,reset}-{requests,
 // tokens,spend} from the tightest limit of each metric. Spend is in dollars.
+// Header names are built once and the three values of a metric share one
+// backing array: this runs on every request.
 func setRateLimitHeaders(h http.Header, set *limits.Set, now time.Time) {
-	for _, m := range rateLimitMetrics {
+	for i := range rateLimitMetrics {
+		m := &rateLimitMetrics[i]
 		ls, ok := set.Tightest(m.metric, now)
 		if !ok {
 			continue
 		}
-		h["X-Ratelimit-Limit-"+m.name] = []string{m.format(ls.Amount)}
-		h["X-Ratelimit-Remaining-"+m.name] = []string{m.format(max(ls.Remaining, 0))}
 		// Reset as OpenAI means it: when the limit is back to its initial
 		// state, counting what requests in flight hold as spent.
 		rule := ls.Rule
 		reset := rule.Status(rule.Debit(ls.State, ls.Reserved, now), 0, now).ResetAt.Sub(now)
-		h["X-Ratelimit-Reset-"+m.name] = []string{(max(reset, 0)).Round(time.Millisecond).String()}
+		vals := make([]string, 3)
+		vals[0], vals[1] = m.format(ls.Amount), m.format(max(ls.Remaining, 0))
+		vals[2] = (max(reset, 0)).Round(time.Millisecond).String()
+		h[m.limitKey], h[m.remainingKey], h[m.resetKey] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
 	}
 }
