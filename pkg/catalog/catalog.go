@@ -5,7 +5,6 @@ package catalog
 
 import (
 	"encoding/base64"
-	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
@@ -129,6 +128,3 @@ func ParsePrice(field, s string, v *keys.ValidationError) int64 {
 	}
 	return int64(n)
 }
-
-// Describe names an entry for errors.
-func Describe(kind, name string) string { return fmt.Sprintf("%s %q", kind, name) }

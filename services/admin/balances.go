@@ -15,7 +15,7 @@ import (
 )
 
 func (h *keyHandler) GetBalances(ctx context.Context, req *connect.Request[adminv1.GetBalancesRequest]) (*connect.Response[adminv1.GetBalancesResponse], error) {
-	return call(ctx, h, req, h.svc.balances)
+	return call(ctx, h.auth, h.mapErr, req, h.svc.balances)
 }
 
 // balances combines the key's current limits (from the stream) with the

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -31,19 +30,8 @@ type catalogHandler struct {
 
 var _ adminv1connect.CatalogServiceHandler = (*catalogHandler)(nil)
 
-func callCatalog[Req, Res any](ctx context.Context, h *catalogHandler, req *connect.Request[Req],
-	do func(context.Context, auth.Principal, *Req) (*Res, error)) (*connect.Response[Res], error) {
-	p, err := h.auth.Authenticate(ctx, req.Header())
-	if err == nil {
-		var res *Res
-		if res, err = do(ctx, p, req.Msg); err == nil {
-			return connect.NewResponse(res), nil
-		}
-	}
-	if errors.Is(err, catalog.ErrNotFound) {
-		err = fmt.Errorf("%w: %v", keys.ErrNotFound, err)
-	}
-	return nil, connectError(h.log, req.Spec().Procedure, err)
+func (h *catalogHandler) mapErr(procedure string, err error) error {
+	return connectError(h.log, procedure, err)
 }
 
 // mayManage checks that p is an operator who may change account's services.
@@ -62,7 +50,7 @@ func mayManage(p auth.Principal, serviceID string) error {
 }
 
 func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[adminv1.PutServiceRequest]) (*connect.Response[adminv1.PutServiceResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutServiceRequest) (*adminv1.PutServiceResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutServiceRequest) (*adminv1.PutServiceResponse, error) {
 		in := r.GetService()
 		var v keys.ValidationError
 		svc := &eventsv1.Service{Id: in.GetId(), Adapter: in.GetAdapter(), BaseUrl: in.GetBaseUrl(), Credential: in.GetCredential(),
@@ -82,7 +70,7 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 }
 
 func (h *catalogHandler) ListServices(ctx context.Context, req *connect.Request[adminv1.ListServicesRequest]) (*connect.Response[adminv1.ListServicesResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, _ *adminv1.ListServicesRequest) (*adminv1.ListServicesResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, _ *adminv1.ListServicesRequest) (*adminv1.ListServicesResponse, error) {
 		snap, err := h.store.Load(ctx)
 		if err != nil {
 			return nil, err
@@ -99,7 +87,7 @@ func (h *catalogHandler) ListServices(ctx context.Context, req *connect.Request[
 }
 
 func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request[adminv1.DeleteServiceRequest]) (*connect.Response[adminv1.DeleteServiceResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteServiceRequest) (*adminv1.DeleteServiceResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteServiceRequest) (*adminv1.DeleteServiceResponse, error) {
 		if err := mayManage(p, r.GetId()); err != nil {
 			return nil, err
 		}
@@ -108,7 +96,7 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 }
 
 func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[adminv1.PutModelRequest]) (*connect.Response[adminv1.PutModelResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutModelRequest) (*adminv1.PutModelResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutModelRequest) (*adminv1.PutModelResponse, error) {
 		in := r.GetModel()
 		var v keys.ValidationError
 		m := &eventsv1.Model{Name: in.GetName(), Service: in.GetService(), MaxOutputTokens: in.GetMaxOutputTokens(),
@@ -145,7 +133,7 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 }
 
 func (h *catalogHandler) ListModels(ctx context.Context, req *connect.Request[adminv1.ListModelsRequest]) (*connect.Response[adminv1.ListModelsResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, _ auth.Principal, _ *adminv1.ListModelsRequest) (*adminv1.ListModelsResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, _ auth.Principal, _ *adminv1.ListModelsRequest) (*adminv1.ListModelsResponse, error) {
 		snap, err := h.store.Load(ctx)
 		if err != nil {
 			return nil, err
@@ -160,7 +148,7 @@ func (h *catalogHandler) ListModels(ctx context.Context, req *connect.Request[ad
 }
 
 func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[adminv1.DeleteModelRequest]) (*connect.Response[adminv1.DeleteModelResponse], error) {
-	return callCatalog(ctx, h, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
 		snap, err := h.store.Load(ctx)
 		if err != nil {
 			return nil, err

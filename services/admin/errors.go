@@ -10,6 +10,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"github.com/tollgate/tollgate/pkg/auth"
+	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/keys"
 )
 
@@ -37,7 +38,7 @@ func classify(err error) errorKind {
 	switch {
 	case errors.As(err, &ve):
 		return kindInvalid
-	case errors.Is(err, keys.ErrNotFound):
+	case errors.Is(err, keys.ErrNotFound), errors.Is(err, catalog.ErrNotFound):
 		return kindNotFound
 	case errors.As(err, &ce):
 		return kindConflict

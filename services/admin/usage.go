@@ -102,24 +102,16 @@ func (s *usageService) Close() error {
 	return s.conn.Close()
 }
 
-func callUsage[Req, Res any](ctx context.Context, h *usageHandler, req *connect.Request[Req],
-	do func(context.Context, auth.Principal, *Req) (*Res, error)) (*connect.Response[Res], error) {
-	p, err := h.auth.Authenticate(ctx, req.Header())
-	if err == nil {
-		var res *Res
-		if res, err = do(ctx, p, req.Msg); err == nil {
-			return connect.NewResponse(res), nil
-		}
-	}
-	return nil, usageConnectError(h.log, req.Spec().Procedure, err)
+func (h *usageHandler) mapErr(procedure string, err error) error {
+	return usageConnectError(h.log, procedure, err)
 }
 
 func (h *usageHandler) QueryUsage(ctx context.Context, req *connect.Request[adminv1.QueryUsageRequest]) (*connect.Response[adminv1.QueryUsageResponse], error) {
-	return callUsage(ctx, h, req, h.queryUsage)
+	return call(ctx, h.auth, h.mapErr, req, h.queryUsage)
 }
 
 func (h *usageHandler) TopKeys(ctx context.Context, req *connect.Request[adminv1.TopKeysRequest]) (*connect.Response[adminv1.TopKeysResponse], error) {
-	return callUsage(ctx, h, req, h.topKeys)
+	return call(ctx, h.auth, h.mapErr, req, h.topKeys)
 }
 
 func (h *usageHandler) queryUsage(ctx context.Context, p auth.Principal, r *adminv1.QueryUsageRequest) (*adminv1.QueryUsageResponse, error) {

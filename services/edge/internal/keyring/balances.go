@@ -116,7 +116,3 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 		}
 	}
 }
-
-// Pending is how many of this edge's usage events the key's view still
-// subtracts because metering has not folded them. Call with st.Mu held.
-func (st *KeyState) Pending() int { return len(st.pending) }

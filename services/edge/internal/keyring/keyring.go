@@ -90,7 +90,7 @@ func New(pepper []byte, log *slog.Logger) *Ring {
 	return r
 }
 
-// hash computes the keyed hash of a secret without allocating.
+// hash computes the keyed hash of a secret, reusing pooled HMAC states.
 func (r *Ring) hash(secret string) [32]byte {
 	h := r.pool.Get().(hash.Hash)
 	h.Reset()
