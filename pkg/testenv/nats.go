@@ -1,10 +1,15 @@
 package testenv
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,4 +149,69 @@ func startNATS(storeDir string, port int) (*server.Server, error) {
 		return nil, errors.New("NATS server not ready for connections after 10s (port taken?)")
 	}
 	return ns, nil
+}
+
+// natsChildEnv, set in a test binary's environment, makes Main run a NATS
+// server instead of the tests (see NATSProcess). Its value is the store
+// directory.
+const natsChildEnv = "TOLLGATE_TESTENV_NATS_CHILD"
+
+// NATSProcess starts a NATS JetStream server in a process of its own (this
+// test binary run again) and returns a client connected to it. A benchmark
+// uses it so that the server's heap and garbage collection stay out of the
+// process it measures, as in production, where NATS runs apart. The process
+// ends with the test (and by itself if the test binary dies: it exits when
+// its standard input closes).
+func NATSProcess(t testing.TB) *nats.Conn {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), natsChildEnv+"="+t.TempDir())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("testenv: start NATS process: %v", err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill() //nolint:errcheck // it may have just exited
+			<-done
+		}
+	})
+	url, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("testenv: NATS process did not start: %v", err)
+	}
+	nc, err := nats.Connect(strings.TrimSpace(url), nats.Name(t.Name()))
+	if err != nil {
+		t.Fatalf("testenv: connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// runNATSChild is the NATS process of NATSProcess: it prints the client URL,
+// serves until its standard input closes, and exits.
+func runNATSChild(storeDir string) {
+	ns, err := startNATS(storeDir, server.RANDOM_PORT)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		os.Exit(1)
+	}
+	fmt.Println(ns.ClientURL())
+	io.Copy(io.Discard, os.Stdin) //nolint:errcheck // EOF or error: the parent is gone
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	os.Exit(0)
 }

@@ -75,6 +75,9 @@ func (s *shared[S]) shutdown(ctx context.Context, what string) {
 // Main runs the tests, then stops the servers that were started, so that no
 // process outlives the test binary, and exits with the tests' exit code.
 func Main(m *testing.M) {
+	if dir := os.Getenv(natsChildEnv); dir != "" {
+		runNATSChild(dir)
+	}
 	mainCalled.Store(true)
 	code := m.Run()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

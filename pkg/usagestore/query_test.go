@@ -175,27 +175,3 @@ func TestQueryValidate(t *testing.T) {
 		t.Errorf("valid query: %v", err)
 	}
 }
-
-func TestIDConditions(t *testing.T) {
-	ids := []ID{{"b", 0, 7}, {"a", 0, 3}, {"a", 0, 1}, {"a", 0, 2}, {"b", 0, 5}, {"a", 0, 9}, {"a", 1, 2}}
-	conds := idConditions(ids, 10, 100)
-	one := "(edge_instance = ? AND usage_partition = ? AND sequence BETWEEN ? AND ?)"
-	if len(conds) != 1 || conds[0].where != strings.Repeat(one+" OR ", 4)+one {
-		t.Fatalf("conditions = %+v", conds)
-	}
-	u32, u64 := func(v uint32) any { return v }, func(v uint64) any { return v }
-	if want := []any{"a", u32(0), u64(1), u64(3), "a", u32(0), u64(9), u64(9), "a", u32(1), u64(2), u64(2),
-		"b", u32(0), u64(5), u64(5), "b", u32(0), u64(7), u64(7)}; !reflect.DeepEqual(conds[0].args, want) {
-		t.Errorf("args = %v", conds[0].args)
-	}
-	// Over the limit, the closest runs of an edge's partition are joined.
-	conds = idConditions(ids, 3, 100)
-	if want := []any{"a", u32(0), u64(1), u64(9), "a", u32(1), u64(2), u64(2), "b", u32(0), u64(5), u64(7)}; len(conds) != 1 || !reflect.DeepEqual(conds[0].args, want) {
-		t.Errorf("conditions = %+v", conds)
-	}
-	// Many ranges are split into several statements.
-	conds = idConditions(ids, 10, 2)
-	if len(conds) != 3 || conds[2].where != one || !reflect.DeepEqual(conds[2].args, []any{"b", u32(0), u64(7), u64(7)}) {
-		t.Errorf("conditions = %+v", conds)
-	}
-}

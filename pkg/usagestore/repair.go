@@ -35,7 +35,7 @@ var longQuery = clickhouse.Settings{"max_query_size": 64 << 20, "max_ast_element
 //  1. wait until no statement of this consumer is running (an abandoned
 //     INSERT may still be writing, and would be counted after the repair);
 //  2. insert the events that usage_events lacks (usage_events is the truth);
-//  3. record every identity in usage_seen (presence only: twice is harmless);
+//  3. record every identity in usage_ids (presence only: twice is harmless);
 //  4. for every rollup group the events touch, insert the difference between
 //     what usage_events sums to and what usage_hourly holds. SummingMergeTree
 //     adds the correction in, whether the view wrote the group zero, one or
@@ -149,13 +149,11 @@ func (w *Writer) present(ctx context.Context, events []Event) (map[ID]bool, erro
 		ids[i] = events[i].ID()
 	}
 	found := map[ID]bool{}
-	for _, c := range idConditions(ids, maxRuns, runsPerQuery) {
-		args := append([]any{clickhouse.GroupSet{Value: s.accounts}, clickhouse.GroupSet{Value: s.keys}, s.from, s.to}, c.args...)
-		err := w.scanIDs(ctx, "present", `SELECT edge_instance, usage_partition, sequence FROM usage_events
-WHERE account IN ? AND key_id IN ? AND occurred_at >= ? AND occurred_at <= ? AND (`+c.where+`)`, args, func(id ID) { found[id] = true })
-		if err != nil {
-			return nil, fmt.Errorf("repair: find stored events: %w", err)
-		}
+	err := w.scanIDs(ctx, "present", ids, `SELECT edge_instance, usage_partition, sequence FROM usage_events
+WHERE account IN ? AND key_id IN ? AND occurred_at >= ? AND occurred_at <= ? AND `+inBatchIDs,
+		[]any{clickhouse.GroupSet{Value: s.accounts}, clickhouse.GroupSet{Value: s.keys}, s.from, s.to}, func(id ID) { found[id] = true })
+	if err != nil {
+		return nil, fmt.Errorf("repair: find stored events: %w", err)
 	}
 	return found, nil
 }

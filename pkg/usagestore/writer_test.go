@@ -11,6 +11,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tollgate/tollgate/pkg/testenv"
 )
 
 func TestMigrateTwiceAndConcurrently(t *testing.T) {
@@ -47,6 +49,66 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 	}
 }
 
+// A database made by an earlier version, with identities in usage_seen, is
+// migrated to usage_ids without losing one, and a look-up finds them there.
+func TestMigrateMovesIdentitiesToUsageIDs(t *testing.T) {
+	addr, db := testenv.ClickHouse(t)
+	ctx := testCtx(t)
+	conn, err := Open(ctx, fmt.Sprintf("clickhouse://%s/%s", addr, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The schema as version 3 left it, and events written by its sink.
+	if err := conn.Exec(ctx, "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime('UTC')) ENGINE = MergeTree() ORDER BY version"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all[:3] {
+		for _, stmt := range m.statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatalf("migration %d: %v", m.version, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()", m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := testEvents(1, 500, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC))
+	w := NewWriter(conn, "old", WriterOptions{})
+	if err := w.insert(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'usage_seen%'").Scan(&seen); err != nil || seen != 0 {
+		t.Errorf("usage_seen tables left: %d (%v)", seen, err)
+	}
+	ids := make([]ID, 0, len(evs)+1)
+	for i := range evs {
+		ids = append(ids, evs[i].ID())
+	}
+	ids = append(ids, ID{Edge: "e1", Partition: 0, Seq: 100_000}) // never stored
+	found, err := w.Stored(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != len(evs) || found[ids[len(ids)-1]] {
+		t.Errorf("after the migration %d identities found, want the %d stored", len(found), len(evs))
+	}
+	// New inserts reach usage_ids through its view.
+	more := testEvents(501, 10, time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC))
+	if err := w.Insert(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, conn, append(evs, more...))
+}
+
 func TestSplitStatements(t *testing.T) {
 	got := splitStatements("-- a comment; with a semicolon\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\n  -- more\nCREATE TABLE b (y String) ENGINE = Memory;\n")
 	want := []string{"CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE TABLE b (y String) ENGINE = Memory"}
@@ -67,7 +129,7 @@ func sumsOf(evs []Event) sums {
 	return s
 }
 
-// checkExact fails unless usage_events, usage_hourly and usage_seen hold
+// checkExact fails unless usage_events, usage_hourly and usage_ids hold
 // exactly evs.
 func checkExact(t *testing.T, conn driver.Conn, evs []Event) {
 	t.Helper()
@@ -104,11 +166,11 @@ SELECT account, key_id, model, service, hour, sum(r) AS dr, sum(c) AS dc FROM (
 	if off != 0 {
 		t.Errorf("%d rollup groups differ from the events", off)
 	}
-	if err := conn.QueryRow(ctx, "SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_seen").Scan(&seen); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_ids").Scan(&seen); err != nil {
 		t.Fatal(err)
 	}
 	if seen != uint64(len(evs)) {
-		t.Errorf("usage_seen: %d identities, want %d", seen, len(evs))
+		t.Errorf("usage_ids: %d identities, want %d", seen, len(evs))
 	}
 }
 
@@ -135,10 +197,10 @@ func TestRepair(t *testing.T) {
 	}, {
 		name: "rows and rollup written, identities not",
 		before: func(ctx context.Context, w *Writer, conn driver.Conn, evs []Event) error {
-			if err := conn.Exec(ctx, "DETACH TABLE usage_seen_mv"); err != nil {
+			if err := conn.Exec(ctx, "DETACH TABLE usage_ids_mv"); err != nil {
 				return err
 			}
-			defer conn.Exec(ctx, "ATTACH TABLE usage_seen_mv")
+			defer conn.Exec(ctx, "ATTACH TABLE usage_ids_mv")
 			return w.Insert(ctx, evs)
 		},
 	}, {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/tollgate/tollgate/pkg/testenv"
 )
 
@@ -15,16 +19,18 @@ import (
 var benchBase = time.Date(2025, 5, 14, 10, 0, 0, 0, time.UTC)
 
 // BenchmarkSinkThroughput measures events per second from the USAGE stream
-// into ClickHouse (usage_events, the hourly rollup and usage_seen), the
+// into ClickHouse (usage_events, the hourly rollup and usage_ids), the
 // batch size of the default configuration, with the stream filled first so
-// the sink is never waiting for events. TOLLGATE_BENCH_BATCH changes the
-// batch size. See BENCHMARKS.md.
+// the sink is never waiting for events. NATS runs in a process of its own,
+// as in production (TOLLGATE_BENCH_NATS=embedded runs it in this one);
+// TOLLGATE_BENCH_BATCH changes the batch size, TOLLGATE_BENCH_CPUPROFILE
+// writes a CPU profile of the sink's part. See BENCHMARKS.md.
 //
 //	go test -run '^$' -bench SinkThroughput -benchtime 1x ./services/sink/
 func BenchmarkSinkThroughput(b *testing.B) {
 	const events = 1_000_000
 	for b.Loop() {
-		_, nc := testenv.NATS(b)
+		nc := natsForBench(b)
 		addr, db := testenv.ClickHouse(b)
 		dsn := fmt.Sprintf("clickhouse://%s/%s", addr, db)
 		f := newFeed(b, nc)
@@ -42,11 +48,15 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		cfg.FlushInterval = DefaultConfig().FlushInterval
 		conn := openCH(b, dsn)
 		s := startSink(b, cfg) // connects and migrates before it returns
+		stopProfile := profileFrom(b, os.Getenv("TOLLGATE_BENCH_CPUPROFILE"))
+		machine0, self0 := machineCPU(), selfCPU()
 		began := time.Now()
 		for s.srv.Sink().Stats().Events.Load() < events {
 			time.Sleep(10 * time.Millisecond)
 		}
 		took := time.Since(began)
+		machine, self := machineCPU()-machine0, selfCPU()-self0
+		stopProfile()
 		if err := s.stop(); err != nil {
 			b.Fatal(err)
 		}
@@ -55,6 +65,64 @@ func BenchmarkSinkThroughput(b *testing.B) {
 			b.Fatalf("stored %v (%v), want %v", got, err, f.wantTotals())
 		}
 		b.ReportMetric(float64(events)/took.Seconds(), "events/s")
+		// CPU seconds per million events: the whole machine's (ClickHouse
+		// and NATS included) and this process's (the sink).
+		b.ReportMetric(machine.Seconds()*1e6/events, "machine-cpu-s/M")
+		b.ReportMetric(self.Seconds()*1e6/events, "sink-cpu-s/M")
 		b.ReportMetric(float64(s.srv.Sink().Stats().Batches.Load()), "batches")
 	}
+}
+
+// profileFrom starts a CPU profile into path (none when path is empty) and
+// returns what stops it: unlike -cpuprofile, it leaves out filling the stream.
+func profileFrom(b *testing.B, path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// natsForBench is the benchmark's NATS server: in a process of its own
+// unless TOLLGATE_BENCH_NATS=embedded.
+func natsForBench(b *testing.B) *nats.Conn {
+	if os.Getenv("TOLLGATE_BENCH_NATS") == "embedded" {
+		_, nc := testenv.NATS(b)
+		return nc
+	}
+	return testenv.NATSProcess(b)
+}
+
+// machineCPU is the CPU time all processes have used since boot
+// (/proc/stat: user, nice, system, irq, softirq, steal).
+func machineCPU() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		if i < len(f) {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += v
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

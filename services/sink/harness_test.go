@@ -301,10 +301,10 @@ func waitStored(t testing.TB, conn driver.Conn, want totals, within time.Duratio
 		t.Errorf("usage_hourly: %v, want %v", rolled, want)
 	}
 	var seen uint64
-	if err := conn.QueryRow(ctx, `SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_seen`).Scan(&seen); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_ids`).Scan(&seen); err != nil {
 		t.Fatal(err)
 	}
 	if seen != uint64(want.Requests) {
-		t.Errorf("usage_seen has %d identities, want %d", seen, want.Requests)
+		t.Errorf("usage_ids has %d identities, want %d", seen, want.Requests)
 	}
 }

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
-	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/usagestore"
 )
@@ -151,6 +149,7 @@ func (r *reader) drop() {
 // read collects and decodes batches into out until ctx ends.
 func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
 	defer r.drop()
+	d := newDecoder()
 	for {
 		msgs, err := s.collect(ctx, r)
 		if ctx.Err() != nil {
@@ -160,7 +159,7 @@ func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
 			return err
 		}
 		select {
-		case out <- s.decode(msgs):
+		case out <- s.decodeWith(d, msgs):
 		case <-ctx.Done():
 			return nil
 		}
@@ -223,7 +222,11 @@ func (s *Sink) collect(ctx context.Context, r *reader) ([]jetstream.Msg, error) 
 
 // decode turns messages, in stream order, into events. A message that is not
 // a usage event cannot be stored; it is logged and skipped.
-func (s *Sink) decode(msgs []jetstream.Msg) decoded {
+func (s *Sink) decode(msgs []jetstream.Msg) decoded { return s.decodeWith(newDecoder(), msgs) }
+
+// decodeWith is decode with d, which read keeps for all its batches: the
+// strings that repeat from one batch to the next are then made once.
+func (s *Sink) decodeWith(d *decoder, msgs []jetstream.Msg) decoded {
 	b := decoded{events: make([]usagestore.Event, 0, len(msgs))}
 	if len(msgs) == 0 {
 		return b
@@ -231,19 +234,21 @@ func (s *Sink) decode(msgs []jetstream.Msg) decoded {
 	// Messages come in stream order, so the ends give the range; the
 	// metadata of the others is parsed only when it is needed.
 	b.from, b.to = streamSeq(msgs[0]), streamSeq(msgs[len(msgs)-1])
-	seen := make(map[usagestore.ID]bool, len(msgs))
+	d.newBatch()
+	seen := make(map[eventKey]bool, len(msgs))
+	var e usagestore.Event
 	for _, m := range msgs {
-		e, err := toEvent(m)
+		k, err := d.event(m, &e)
 		if err != nil {
 			s.stats.Invalid.Add(1)
 			s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject(), "err", err)
 			continue
 		}
-		if seen[e.ID()] {
+		if seen[k] {
 			s.stats.Duplicates.Add(1)
 			continue
 		}
-		seen[e.ID()] = true
+		seen[k] = true
 		b.events = append(b.events, e)
 	}
 	return b
@@ -257,40 +262,39 @@ func streamSeq(m jetstream.Msg) uint64 {
 	return meta.Sequence.Stream
 }
 
-// toEvent decodes one message.
-func toEvent(m jetstream.Msg) (usagestore.Event, error) {
-	var ev eventsv1.UsageEvent
-	if err := proto.Unmarshal(m.Data(), &ev); err != nil {
-		return usagestore.Event{}, err
+// eventKey is an event's identity (usagestore.ID) with the edge instance's
+// number in the batch for its name: hashing it costs much less.
+type eventKey struct {
+	edge, partition uint32
+	seq             uint64
+}
+
+// streamEdge is the edge instance of an event that has none.
+const streamEdge = "stream:" + bus.UsageStream
+
+// event decodes one message into e and returns the event's identity.
+func (d *decoder) event(m jetstream.Msg, e *usagestore.Event) (eventKey, error) {
+	edge, hasTime, err := d.decode(m.Data(), e)
+	if err != nil {
+		return eventKey{}, err
 	}
-	e := usagestore.Event{
-		Account: ev.GetAccount(), KeyID: ev.GetKeyId(),
-		EdgeInstance: ev.GetEdgeInstance(), Partition: ev.GetPartition(), Sequence: ev.GetSequence(),
-		Service: ev.GetService(), Model: ev.GetModel(), Endpoint: ev.GetEndpoint(),
-		InputTokens: ev.GetInputTokens(), OutputTokens: ev.GetOutputTokens(), Cost: ev.GetCost(),
-		RequestBytes: ev.GetRequestBytes(), ResponseBytes: ev.GetResponseBytes(),
-		Status: uint16(min(max(ev.GetStatus(), 0), 65535)), LatencyUS: ev.GetLatencyUs(),
-		Streamed: ev.GetStreamed(), Estimated: ev.GetEstimated(),
-	}
-	var meta *jetstream.MsgMetadata
-	if ev.GetOccurredAt() == nil || e.EdgeInstance == "" {
-		var err error
-		if meta, err = m.Metadata(); err != nil {
-			return usagestore.Event{}, fmt.Errorf("message metadata: %w", err)
+	if !hasTime || e.EdgeInstance == "" {
+		meta, err := m.Metadata()
+		if err != nil {
+			return eventKey{}, fmt.Errorf("message metadata: %w", err)
+		}
+		if !hasTime {
+			e.OccurredAt = meta.Timestamp.UTC()
+		}
+		if e.EdgeInstance == "" {
+			// Edges always stamp an identity; without one, the message's own
+			// place in the stream is the best there is (it still makes reading
+			// that message again harmless).
+			e.EdgeInstance, edge, _ = d.internEdge([]byte(streamEdge)) // valid UTF-8
+			e.Partition, e.Sequence = 0, meta.Sequence.Stream
 		}
 	}
-	if ev.GetOccurredAt() != nil {
-		e.OccurredAt = ev.GetOccurredAt().AsTime()
-	} else {
-		e.OccurredAt = meta.Timestamp.UTC()
-	}
-	if e.EdgeInstance == "" {
-		// Edges always stamp an identity; without one, the message's own
-		// place in the stream is the best there is (it still makes reading
-		// that message again harmless).
-		e.EdgeInstance, e.Partition, e.Sequence = "stream:"+bus.UsageStream, 0, meta.Sequence.Stream
-	}
-	return e, nil
+	return eventKey{edge: edge, partition: e.Partition, seq: e.Sequence}, nil
 }
 
 func randomSuffix() string {

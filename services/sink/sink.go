@@ -27,14 +27,14 @@ import (
 // that but costs about as much CPU as the delivery itself.
 //
 // Per batch (a contiguous range of stream sequences):
-//  1. look up which events are stored already (usage_seen, by the event's
+//  1. look up which events are stored already (usage_ids, by the event's
 //     forever identity, edge instance and sequence): a re-published event,
 //     e.g. an edge's spool replayed after the bus's 2-minute
 //     de-duplication window, is dropped here;
 //  2. record the batch (its stream range) in sink_batches;
 //  3. insert the new events into usage_events, as one block: materialized
 //     views sum them into usage_hourly and copy their identities into
-//     usage_seen;
+//     usage_ids;
 //  4. if 3 failed, its outcome is unknown (the rows, the rollup, the
 //     identities may each be written or not): Writer.Repair compares each
 //     with the truth and writes only the difference, retried until it
