@@ -33,6 +33,11 @@ func (n Nanos) String() string {
 // the point ("10.50" for Format(2)), more when n needs them so the result is
 // still exact. minDecimals is clamped to [0, 9].
 func (n Nanos) Format(minDecimals int) string {
+	return string(n.AppendFormat(make([]byte, 0, 32), minDecimals))
+}
+
+// AppendFormat appends n, formatted as Format does, to buf.
+func (n Nanos) AppendFormat(buf []byte, minDecimals int) []byte {
 	minDecimals = min(max(minDecimals, 0), decimals)
 
 	// Work on the magnitude as uint64 so math.MinInt64 has one too.
@@ -42,7 +47,6 @@ func (n Nanos) Format(minDecimals int) string {
 	}
 	whole, frac := mag/uint64(Dollar), mag%uint64(Dollar)
 
-	buf := make([]byte, 0, 32)
 	if n < 0 {
 		buf = append(buf, '-')
 	}
@@ -61,5 +65,5 @@ func (n Nanos) Format(minDecimals int) string {
 		buf = append(buf, '.')
 		buf = append(buf, digits[:keep]...)
 	}
-	return string(buf)
+	return buf
 }

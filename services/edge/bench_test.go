@@ -7,14 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,9 +60,9 @@ const (
 	// publishUsage runs the edge as in production (Server.Run): the usage
 	// publisher sends every event to the embedded NATS, which stores it.
 	publishUsage usageMode = iota
-	// drainUsage runs only the key and catalog followers, and a goroutine
-	// takes the events off the publisher's queue and drops them, so that a
-	// benchmark measures the request path alone, in steady state.
+	// drainUsage runs only the key and catalog followers, and takes the
+	// events off the publisher's queue (Publisher.Consume) and drops them,
+	// so that a benchmark measures the request path alone, in steady state.
 	drainUsage
 	// collectUsage is drainUsage handing each event to perfRig.usage,
 	// which the test must read.
@@ -156,7 +154,7 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 		stop()
 		tb.Fatal(err)
 	}
-	s.client.Transport = upstream
+	s.upstream = upstream
 	var wg sync.WaitGroup
 	switch mode {
 	case publishUsage:
@@ -166,7 +164,6 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 			}
 		})
 	case drainUsage, collectUsage:
-		queue := usageQueue(tb, s)
 		var out chan<- *eventsv1.UsageEvent
 		if mode == collectUsage {
 			r.usage = make(chan *eventsv1.UsageEvent, 16)
@@ -179,20 +176,18 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 			keepRunning(runCtx, quiet, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, quiet) })
 		})
 		wg.Go(func() {
-			for {
-				select {
-				case ev := <-queue:
-					if out != nil {
-						select {
-						case out <- ev:
-						case <-runCtx.Done():
-							return
-						}
+			s.usage.Consume(runCtx, func(evs []*eventsv1.UsageEvent) {
+				for _, ev := range evs {
+					if out == nil {
+						continue
 					}
-				case <-runCtx.Done():
-					return
+					select {
+					case out <- ev:
+					case <-runCtx.Done():
+						return
+					}
 				}
-			}
+			})
 		})
 	}
 	tb.Cleanup(func() {
@@ -226,18 +221,6 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 	return r
 }
 
-// usageQueue is the usage publisher's queue, the channel Publish sends to.
-// usagepub exports no way to consume it but Run, which publishes; a
-// benchmark of the request path alone takes the events off it itself.
-func usageQueue(tb testing.TB, s *Server) <-chan *eventsv1.UsageEvent {
-	tb.Helper()
-	f := reflect.ValueOf(s.usage).Elem().FieldByName("queue")
-	if !f.IsValid() || f.Type() != reflect.TypeFor[chan *eventsv1.UsageEvent]() {
-		tb.Skip("usagepub.Publisher has no queue field of type chan *UsageEvent any more: update usageQueue")
-	}
-	return *(*chan *eventsv1.UsageEvent)(unsafe.Pointer(f.UnsafeAddr()))
-}
-
 // cannedUpstream is an in-memory upstream: a RoundTripper that answers from
 // prepared bytes, with no socket. It stands in for the network in the
 // benchmark so that what is measured is the edge's code; that is acceptable
@@ -255,6 +238,7 @@ type cannedAnswer struct {
 	header http.Header // shared, read-only
 	events [][]byte
 	whole  [][]byte // the events in one piece, for benchReadsHeader: 1
+	length int64    // Content-Length: as a server sends it with a buffered answer, -1 with a stream
 }
 
 // benchReadsHeader set to 1 makes the canned upstream hand out a whole
@@ -283,7 +267,7 @@ func (u *cannedUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		body.events = a.whole
 	}
 	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: a.header, Body: body, ContentLength: -1, Request: req}, nil
+		Header: a.header, Body: body, ContentLength: a.length, Request: req}, nil
 }
 
 // cannedBody reads its events one per Read call and goes back to its pool
@@ -329,7 +313,9 @@ func record(tb testing.TB, mock *mockllm.Handler, path string, body []byte, hdr 
 	res := rec.Result()
 	data := rec.Body.Bytes()
 	var events [][]byte
+	length := int64(len(data))
 	if isEventStream(res.Header.Get("Content-Type")) {
+		length = -1
 		for _, ev := range bytes.SplitAfter(data, []byte("\n\n")) {
 			if len(ev) > 0 {
 				events = append(events, ev)
@@ -338,7 +324,7 @@ func record(tb testing.TB, mock *mockllm.Handler, path string, body []byte, hdr 
 	} else {
 		events = [][]byte{data}
 	}
-	return cannedAnswer{header: res.Header, events: events, whole: [][]byte{data}}
+	return cannedAnswer{header: res.Header, events: events, whole: [][]byte{data}, length: length}
 }
 
 // discardWriter is a ResponseWriter that keeps only the status and the byte

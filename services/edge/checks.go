@@ -59,7 +59,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, kind llm.Kind,
 	if r.ContentLength > limit {
 		return tooLarge()
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// The server's body reader stops at Content-Length: one buffer
+		// of that size, no growing.
+		body, err = readExactly(r.Body, r.ContentLength)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return tooLarge()
@@ -69,6 +77,17 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, kind llm.Kind,
 		return nil, false
 	}
 	return body, true
+}
+
+// readExactly reads a body of n bytes (its Content-Length) into a buffer of
+// that size. When the body ends early it returns what came, and an error.
+func readExactly(r io.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, n)
+	got, err := io.ReadFull(r, buf)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return buf[:got], err
 }
 
 // reserve reserves the worst case on the key's limits, or answers 429.
@@ -103,25 +122,40 @@ func denialMessage(d *limits.Denial) string {
 type rateLimitMetric struct {
 	metric                           eventsv1.Metric
 	limitKey, remainingKey, resetKey string // canonical header names
-	format                           func(int64) string
+	dollars                          bool   // the amounts are nano-dollars, written in dollars
 }
 
-func newRateLimitMetric(m eventsv1.Metric, name string, format func(int64) string) rateLimitMetric {
-	return rateLimitMetric{metric: m, format: format, limitKey: "X-Ratelimit-Limit-" + name,
+func newRateLimitMetric(m eventsv1.Metric, name string, dollars bool) rateLimitMetric {
+	return rateLimitMetric{metric: m, dollars: dollars, limitKey: "X-Ratelimit-Limit-" + name,
 		remainingKey: "X-Ratelimit-Remaining-" + name, resetKey: "X-Ratelimit-Reset-" + name}
 }
 
-var rateLimitMetrics = []rateLimitMetric{
-	newRateLimitMetric(eventsv1.Metric_METRIC_REQUESTS, "Requests", func(n int64) string { return strconv.FormatInt(n, 10) }),
-	newRateLimitMetric(eventsv1.Metric_METRIC_TOKENS, "Tokens", func(n int64) string { return strconv.FormatInt(n, 10) }),
-	newRateLimitMetric(eventsv1.Metric_METRIC_SPEND, "Spend", func(n int64) string { return money.Nanos(n).String() }),
+var rateLimitMetrics = [...]rateLimitMetric{
+	newRateLimitMetric(eventsv1.Metric_METRIC_REQUESTS, "Requests", false),
+	newRateLimitMetric(eventsv1.Metric_METRIC_TOKENS, "Tokens", false),
+	newRateLimitMetric(eventsv1.Metric_METRIC_SPEND, "Spend", true),
+}
+
+func (m *rateLimitMetric) appendAmount(b []byte, n int64) []byte {
+	if m.dollars {
+		return money.Nanos(n).AppendFormat(b, 0)
+	}
+	return strconv.AppendInt(b, n, 10)
 }
 
 // setRateLimitHeaders writes x-ratelimit-{limit,remaining,reset}-{requests,
 // tokens,spend} from the tightest limit of each metric. Spend is in dollars.
-// Header names are built once and the three values of a metric share one
-// backing array: this runs on every request.
+// This runs on every request, so it allocates three times whatever the key's
+// limits: the header names are built once, all the values are written into
+// one buffer made into one string, and the headers' value slices share one
+// array.
 func setRateLimitHeaders(h http.Header, set *limits.Set, now time.Time) {
+	var (
+		buf  [256]byte
+		ends [3 * len(rateLimitMetrics)]int
+		used [len(rateLimitMetrics)]bool
+	)
+	b := buf[:0]
 	for i := range rateLimitMetrics {
 		m := &rateLimitMetrics[i]
 		ls, ok := set.Tightest(m.metric, now)
@@ -132,9 +166,56 @@ func setRateLimitHeaders(h http.Header, set *limits.Set, now time.Time) {
 		// state, counting what requests in flight hold as spent.
 		rule := ls.Rule
 		reset := rule.Status(rule.Debit(ls.State, ls.Reserved, now), 0, now).ResetAt.Sub(now)
-		vals := make([]string, 3)
-		vals[0], vals[1] = m.format(ls.Amount), m.format(max(ls.Remaining, 0))
-		vals[2] = (max(reset, 0)).Round(time.Millisecond).String()
-		h[m.limitKey], h[m.remainingKey], h[m.resetKey] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
+		b = m.appendAmount(b, ls.Amount)
+		ends[3*i] = len(b)
+		b = m.appendAmount(b, max(ls.Remaining, 0))
+		ends[3*i+1] = len(b)
+		b = appendDuration(b, max(reset, 0).Round(time.Millisecond))
+		ends[3*i+2] = len(b)
+		used[i] = true
 	}
+	all := string(b)
+	vals := make([]string, 0, len(ends))
+	start := 0
+	for i := range rateLimitMetrics {
+		if !used[i] {
+			continue
+		}
+		m := &rateLimitMetrics[i]
+		for j, key := range [3]string{m.limitKey, m.remainingKey, m.resetKey} {
+			end := ends[3*i+j]
+			vals = append(vals, all[start:end])
+			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+			start = end
+		}
+	}
+}
+
+// appendDuration appends d, a non-negative whole number of milliseconds, as
+// time.Duration.String writes it ("0s", "250ms", "1m2.5s", "1h0m0s"), which
+// allocates its result.
+func appendDuration(b []byte, d time.Duration) []byte {
+	switch {
+	case d <= 0:
+		return append(b, "0s"...)
+	case d < time.Second:
+		return append(strconv.AppendInt(b, int64(d/time.Millisecond), 10), "ms"...)
+	}
+	h, m := d/time.Hour, d%time.Hour/time.Minute
+	if h > 0 {
+		b = append(strconv.AppendInt(b, int64(h), 10), 'h')
+	}
+	if h > 0 || m > 0 {
+		b = append(strconv.AppendInt(b, int64(m), 10), 'm')
+	}
+	b = strconv.AppendInt(b, int64(d%time.Minute/time.Second), 10)
+	if ms := int64(d % time.Second / time.Millisecond); ms > 0 {
+		digits := [3]byte{byte('0' + ms/100), byte('0' + ms/10%10), byte('0' + ms%10)}
+		n := 3
+		for digits[n-1] == '0' {
+			n--
+		}
+		b = append(append(b, '.'), digits[:n]...)
+	}
+	return append(b, 's')
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/limits"
+	"github.com/tollgate/tollgate/pkg/money"
 )
 
 const chatBody = `{"model":"gpt-4","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}`
@@ -143,5 +146,57 @@ func TestListModelsFollowsTheKeysFilters(t *testing.T) {
 	}
 	if list.Object != "list" || len(list.Data) != 1 || list.Data[0].ID != "gpt-4" {
 		t.Fatalf("want only gpt-4 (claude is on a service the key may not use), got %s", body)
+	}
+}
+
+func TestAppendDurationIsDurationString(t *testing.T) {
+	cases := []time.Duration{0, time.Millisecond, 999 * time.Millisecond, time.Second, 1500 * time.Millisecond,
+		time.Minute, time.Minute + 50*time.Millisecond, time.Hour, 25*time.Hour + 61*time.Second + 7*time.Millisecond}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10_000 {
+		cases = append(cases, time.Duration(rng.Int64N(int64(48*time.Hour))).Round(time.Millisecond))
+	}
+	for _, d := range cases {
+		if got, want := string(appendDuration(nil, d)), d.String(); got != want {
+			t.Fatalf("appendDuration(%d) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// The x-ratelimit headers carry, per metric, the tightest limit's amount,
+// what is left of it and when it is whole again: here a rolling $240/day
+// with $10 spent (refills $10/hour), 100 tokens/minute with 40 used and 5
+// requests/minute with 2 used.
+func TestRateLimitHeaders(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	set := limits.NewKeySet([]*eventsv1.Limit{
+		{Metric: eventsv1.Metric_METRIC_SPEND, Interval: eventsv1.Interval_INTERVAL_DAY, Amount: 240 * int64(money.Dollar), Window: eventsv1.Window_WINDOW_ROLLING},
+		{Metric: eventsv1.Metric_METRIC_SPEND, Interval: eventsv1.Interval_INTERVAL_MONTH, Amount: 10_000 * int64(money.Dollar), Window: eventsv1.Window_WINDOW_CALENDAR},
+		{Metric: eventsv1.Metric_METRIC_TOKENS, Interval: eventsv1.Interval_INTERVAL_MINUTE, Amount: 100, Window: eventsv1.Window_WINDOW_ROLLING},
+		{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_MINUTE, Amount: 5, Window: eventsv1.Window_WINDOW_ROLLING},
+	}, time.UTC, now)
+	set.Debit(limits.Usage{Spend: 10 * money.Dollar, InputTokens: 30, OutputTokens: 10, Requests: 2}, now)
+	h := http.Header{}
+	setRateLimitHeaders(h, set, now)
+	want := map[string]string{
+		"X-Ratelimit-Limit-Requests": "5", "X-Ratelimit-Remaining-Requests": "3", "X-Ratelimit-Reset-Requests": "24s",
+		"X-Ratelimit-Limit-Tokens": "100", "X-Ratelimit-Remaining-Tokens": "60", "X-Ratelimit-Reset-Tokens": "24s",
+		"X-Ratelimit-Limit-Spend": "240", "X-Ratelimit-Remaining-Spend": "230", "X-Ratelimit-Reset-Spend": "1h0m0s",
+	}
+	for name, v := range want {
+		if got := h.Values(name); len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %q, want %q", name, got, v)
+		}
+	}
+	if len(h) != len(want) {
+		t.Errorf("%d headers, want %d: %v", len(h), len(want), h)
+	}
+	// A header added to one value slice must not show in another's.
+	h.Add("X-Ratelimit-Limit-Requests", "extra")
+	if got := h.Get("X-Ratelimit-Remaining-Requests"); got != "3" {
+		t.Errorf("remaining after an Add to limit = %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { setRateLimitHeaders(http.Header{}, set, now) }); n > 12 {
+		t.Errorf("%v allocations per call", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
@@ -42,11 +43,7 @@ var errUpstream = errors.New("upstream unreachable")
 // forward sends c upstream and copies the answer to w as it arrives: streamed
 // responses chunk by chunk, each flushed at once. It reads usage on the way.
 func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (outcome, error) {
-	url := c.svc.GetBaseUrl() + c.path
-	if c.query != "" {
-		url += "?" + c.query
-	}
-	req, err := http.NewRequestWithContext(ctx, c.method, url, bytes.NewReader(c.body))
+	req, err := s.upstreamRequest(ctx, c)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -66,7 +63,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 			req.Header[name] = v
 		}
 	}
-	res, err := s.client.Do(req)
+	// RoundTrip, not a Client: an upstream's redirect goes back to the
+	// client as it is, never followed with the key's money.
+	res, err := s.upstream.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{status: 499}, ctx.Err()
@@ -87,7 +86,12 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		err = s.copyStream(ctx, w, res, c, &out)
 		return out, err
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	var body []byte
+	if n := res.ContentLength; n >= 0 && n <= maxResponseBytes {
+		body, err = readExactly(res.Body, n)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	}
 	if err != nil && ctx.Err() != nil {
 		out.status = 499
 		return out, err
@@ -102,6 +106,27 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		out.status = 499
 	}
 	return out, nil
+}
+
+// upstreamRequest is c's request to its service: the base URL (parsed once)
+// joined with c's path and query.
+func (s *Server) upstreamRequest(ctx context.Context, c *call) (*http.Request, error) {
+	base, err := s.baseURL(c.svc.GetBaseUrl())
+	if err != nil {
+		return nil, err
+	}
+	u := *base
+	u.Path, u.RawPath = strings.TrimSuffix(base.Path, "/")+c.path, ""
+	if base.RawPath != "" {
+		u.RawPath = strings.TrimSuffix(base.RawPath, "/") + c.path
+	}
+	u.RawQuery = c.query
+	req, err := http.NewRequestWithContext(ctx, c.method, "", bytes.NewReader(c.body))
+	if err != nil {
+		return nil, err
+	}
+	req.URL, req.Host = &u, u.Host
+	return req, nil
 }
 
 // maxResponseBytes bounds a buffered (non-streamed) answer.

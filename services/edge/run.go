@@ -33,7 +33,8 @@ type Server struct {
 	catalog  *catalog.View
 	catStore *catalog.Store
 	usage    *usagepub.Publisher
-	client   *http.Client
+	upstream http.RoundTripper // h1.Transport; an in-memory one in benchmarks
+	bases    sync.Map          // service base URL -> *url.URL, parsed once
 	creds    credentials
 	bufs     sync.Pool
 	listener net.Listener
@@ -81,7 +82,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if s.usage, err = usagepub.New(s.nc, usagepub.Config{Instance: cfg.Instance, SpoolDir: cfg.SpoolDir, Partitions: cfg.Partitions}, log); err != nil {
 		return nil, err
 	}
-	s.client = &http.Client{Transport: newTransport(cfg.UpstreamTimeout)}
+	s.upstream = newUpstream(cfg.UpstreamTimeout)
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.metrics = newMetrics(s)
 	s.handler = s.routes()
@@ -214,6 +215,9 @@ func keepRunning(ctx context.Context, log *slog.Logger, name string, run func(co
 func (s *Server) Close() {
 	if s.listener != nil {
 		s.listener.Close()
+	}
+	if t, ok := s.upstream.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
 	}
 	if s.nc != nil {
 		s.nc.Close()

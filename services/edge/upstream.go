@@ -4,16 +4,42 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/services/edge/internal/h1"
 )
 
-// newTransport is the one HTTP client transport to every upstream: many idle
-// connections per host (the hot path must not dial), no automatic
+// newUpstream is the one client to every upstream: h1.Transport, which
+// sends each request on the calling goroutine (see its package comment),
+// with net/http's Transport for what it does not do (requests through an
+// HTTP proxy of the environment).
+func newUpstream(headerTimeout time.Duration) *h1.Transport {
+	var proxy func(*url.URL) (*url.URL, error)
+	if proxyConfigured() {
+		proxy = func(u *url.URL) (*url.URL, error) { return http.ProxyFromEnvironment(&http.Request{URL: u}) }
+	}
+	t := h1.New(headerTimeout, proxy)
+	t.Fallback = newTransport(headerTimeout)
+	return t
+}
+
+// proxyConfigured reports whether the environment names an HTTP proxy.
+func proxyConfigured() bool {
+	for _, name := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} {
+		if os.Getenv(name) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// newTransport is net/http's transport, for requests through a proxy: many
+// idle connections per host (the hot path must not dial), no automatic
 // decompression (the edge reads usage from the bytes it passes on).
 func newTransport(headerTimeout time.Duration) *http.Transport {
 	return &http.Transport{
@@ -28,6 +54,19 @@ func newTransport(headerTimeout time.Duration) *http.Transport {
 		DisableCompression:    true,
 		ForceAttemptHTTP2:     true,
 	}
+}
+
+// baseURL is svc's base URL, parsed once per distinct value.
+func (s *Server) baseURL(raw string) (*url.URL, error) {
+	if u, ok := s.bases.Load(raw); ok {
+		return u.(*url.URL), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("service base URL %q: %w", raw, err)
+	}
+	s.bases.Store(raw, u)
+	return u, nil
 }
 
 // credentials resolves a service's upstream credential from the environment

@@ -70,7 +70,7 @@ type graceSecret struct {
 // Ring holds the keys.
 type Ring struct {
 	pepper []byte
-	pool   sync.Pool // of hash.Hash: HMAC-SHA-256 under the pepper, reused per lookup
+	pool   sync.Pool // of *hasher: HMAC-SHA-256 under the pepper, reused per lookup
 	log    *slog.Logger
 
 	mu     sync.RWMutex
@@ -86,18 +86,31 @@ type Ring struct {
 func New(pepper []byte, log *slog.Logger) *Ring {
 	r := &Ring{pepper: append([]byte(nil), pepper...), log: log, byHash: map[[32]byte]*Entry{},
 		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, ready: make(chan struct{})}
-	r.pool.New = func() any { return hmac.New(sha256.New, r.pepper) }
+	r.pool.New = func() any { return &hasher{h: hmac.New(sha256.New, r.pepper)} }
 	return r
 }
 
-// hash computes the keyed hash of a secret, reusing pooled HMAC states.
+// hasher is a pooled HMAC state with room for its input and output: passed
+// to the hash.Hash interface, a []byte(secret) conversion or a local array
+// would each be allocated on every lookup.
+type hasher struct {
+	h   hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
+}
+
+// hash computes the keyed hash of a secret without allocating.
 func (r *Ring) hash(secret string) [32]byte {
-	h := r.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(secret))
-	var out [32]byte
-	h.Sum(out[:0])
-	r.pool.Put(h)
+	st := r.pool.Get().(*hasher)
+	st.in = append(st.in[:0], secret...)
+	st.h.Write(st.in)
+	st.h.Sum(st.sum[:0])
+	out := st.sum
+	// Nothing of the secret stays in the pool: not its bytes, not the
+	// state hashed from them.
+	clear(st.in)
+	st.h.Reset()
+	r.pool.Put(st)
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,20 +40,30 @@ type Config struct {
 	BatchDelay time.Duration
 	// AckTimeout is how long a batch may wait for the bus before it is spooled.
 	AckTimeout time.Duration
-	// QueueSize bounds events held in memory; beyond it events go straight to
-	// the spool (never dropped).
+	// QueueSize bounds events held in memory: beyond it Publish waits (the
+	// bus and the spool are both far behind), it never drops an event.
 	QueueSize int
 }
 
 // Publisher sends usage events. Publish never blocks on the network.
+//
+// Publish appends to a list under a mutex instead of sending on a channel:
+// a channel receive wakes the sending goroutine once per event, which at a
+// few thousand requests a second costs a thread wake-up per request on the
+// hot path. Run is woken once per batch instead: by the first event of a
+// batch (to start its BatchDelay) and when a batch is full.
 type Publisher struct {
 	cfg   Config
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	log   *slog.Logger
-	seqs  []atomic.Uint64 // per partition
-	queue chan *eventsv1.UsageEvent
 	spool *spool
+
+	mu      sync.Mutex
+	space   sync.Cond // on mu: pending has room again
+	pending []*eventsv1.UsageEvent
+	seqs    []uint64 // per partition, under mu so pending is in sequence order
+	kick    chan struct{}
 
 	published atomic.Uint64
 	spooled   atomic.Uint64
@@ -87,8 +98,10 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, nc: nc, js: js, log: log, queue: make(chan *eventsv1.UsageEvent, cfg.QueueSize), spool: sp,
-		seqs: make([]atomic.Uint64, cfg.Partitions)}, nil
+	p := &Publisher{cfg: cfg, nc: nc, js: js, log: log, spool: sp,
+		seqs: make([]uint64, cfg.Partitions), kick: make(chan struct{}, 1)}
+	p.space.L = &p.mu
+	return p, nil
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -105,22 +118,43 @@ func (p *Publisher) Instance() string { return p.cfg.Instance }
 // Stats are counters for metrics and tests.
 func (p *Publisher) Stats() (published, spooled uint64) { return p.published.Load(), p.spooled.Load() }
 
-// Publish stamps ev with this edge's instance, its key's partition, the next
-// sequence number of that partition and an id, and queues it. It returns the
-// sequence.
+// Publish stamps ev with this edge's instance, its key's partition and the
+// next sequence number of that partition, and queues it. It returns the
+// sequence. It waits only when QueueSize events are queued already (the bus
+// and the spool are both far behind): it never drops one.
 func (p *Publisher) Publish(ev *eventsv1.UsageEvent) uint64 {
 	part := bus.Partition(ev.GetKeyId(), p.cfg.Partitions)
-	seq := p.seqs[part].Add(1)
 	ev.EdgeInstance = p.cfg.Instance
 	ev.Partition = uint32(part)
-	ev.Sequence = seq
-	ev.EventId = p.cfg.Instance + ":" + strconv.Itoa(part) + ":" + strconv.FormatUint(seq, 10)
 	ev.SchemaVersion = SchemaVersion
 	if ev.OccurredAt == nil {
 		ev.OccurredAt = timestamppb.Now()
 	}
-	p.queue <- ev // bounded; a full queue means the bus is far behind: wait, never drop
+	p.mu.Lock()
+	for len(p.pending) >= p.cfg.QueueSize {
+		p.space.Wait()
+	}
+	p.seqs[part]++
+	seq := p.seqs[part]
+	ev.Sequence = seq
+	p.pending = append(p.pending, ev)
+	n := len(p.pending)
+	p.mu.Unlock()
+	if n == 1 || n == p.cfg.BatchSize {
+		select {
+		case p.kick <- struct{}{}:
+		default: // Run has a wake-up pending already
+		}
+	}
 	return seq
+}
+
+// eventID is the event's message id on the bus, which the stream uses to
+// drop a re-published copy. It is built when the event is sent, off the
+// request path; it depends only on the event's identity, so a replay from
+// the spool gives the same id.
+func eventID(ev *eventsv1.UsageEvent) string {
+	return ev.GetEdgeInstance() + ":" + strconv.FormatUint(uint64(ev.GetPartition()), 10) + ":" + strconv.FormatUint(ev.GetSequence(), 10)
 }
 
 // Run sends queued events until ctx ends, then flushes: what cannot be
@@ -129,48 +163,94 @@ func (p *Publisher) Run(ctx context.Context) error {
 	if err := p.adoptOrphans(); err != nil {
 		p.log.Error("usage: earlier spools not adopted", "err", err)
 	}
-	batch := make([]*eventsv1.UsageEvent, 0, p.cfg.BatchSize)
-	timer := time.NewTimer(time.Hour)
 	retry := time.NewTicker(500 * time.Millisecond)
 	defer retry.Stop()
+	p.batches(ctx, func(batch []*eventsv1.UsageEvent) { p.send(ctx, batch) }, retry.C)
+	return p.flush()
+}
+
+// Consume hands queued events to fn, a batch at a time and in order, until
+// ctx ends, instead of publishing them: for benchmarks and tests of the
+// request path that must not depend on the bus. fn must not keep the slice.
+func (p *Publisher) Consume(ctx context.Context, fn func([]*eventsv1.UsageEvent)) {
+	p.batches(ctx, fn, nil)
+}
+
+// batches takes the queue a batch at a time (BatchSize events, or what came
+// within BatchDelay of a batch's first event) and hands it to send, until ctx
+// ends. On each tick it replays the spool, if there is one.
+func (p *Publisher) batches(ctx context.Context, send func([]*eventsv1.UsageEvent), tick <-chan time.Time) {
+	var batch []*eventsv1.UsageEvent
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
 	for {
 		select {
-		case ev := <-p.queue:
-			batch = append(batch, ev)
-			if len(batch) == 1 {
-				timer.Reset(p.cfg.BatchDelay)
-			}
-			if len(batch) >= p.cfg.BatchSize {
-				batch = p.send(ctx, batch)
+		case <-p.kick:
+			if p.queued() < p.cfg.BatchSize {
+				if !armed {
+					timer.Reset(p.cfg.BatchDelay)
+					armed = true
+				}
+				continue
 			}
 		case <-timer.C:
-			batch = p.send(ctx, batch)
-		case <-retry.C:
+			armed = false
+		case <-tick:
 			if !p.spool.empty() {
 				p.replay(ctx)
 			}
+			continue
 		case <-ctx.Done():
-			return p.flush()
+			return
+		}
+		// A batch is due: send the queue in batches of at most BatchSize.
+		batch = p.take(batch[:0])
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), p.cfg.BatchSize)
+			send(rest[:n])
+			rest = rest[n:]
+		}
+		clear(batch) // let the events go
+		if !armed && p.queued() > 0 {
+			timer.Reset(p.cfg.BatchDelay) // what came in while sending
+			armed = true
 		}
 	}
 }
 
+func (p *Publisher) queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
+// take moves the queue into dst (which it returns) and wakes Publish calls
+// that wait for room.
+func (p *Publisher) take(dst []*eventsv1.UsageEvent) []*eventsv1.UsageEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dst = append(dst, p.pending...)
+	clear(p.pending)
+	p.pending = p.pending[:0]
+	p.space.Broadcast()
+	return dst
+}
+
 // send publishes a batch, or spools it when the spool already holds older
-// events (order) or the bus does not acknowledge it. It returns the emptied
-// batch for reuse.
-func (p *Publisher) send(ctx context.Context, batch []*eventsv1.UsageEvent) []*eventsv1.UsageEvent {
+// events (order) or the bus does not acknowledge it.
+func (p *Publisher) send(ctx context.Context, batch []*eventsv1.UsageEvent) {
 	if len(batch) == 0 {
-		return batch
+		return
 	}
 	if !p.spool.empty() {
 		p.spoolEvents(batch)
 		p.replay(ctx)
-		return batch[:0]
+		return
 	}
 	if failed := p.publish(ctx, batch); len(failed) > 0 {
 		p.spoolEvents(failed)
 	}
-	return batch[:0]
 }
 
 // publish sends events asynchronously and waits for their acks. It returns
@@ -183,6 +263,9 @@ func (p *Publisher) publish(ctx context.Context, evs []*eventsv1.UsageEvent) []*
 	}
 	futures := make([]jetstream.PubAckFuture, len(evs))
 	for i, ev := range evs {
+		if ev.EventId == "" {
+			ev.EventId = eventID(ev)
+		}
 		data, err := proto.Marshal(ev)
 		if err != nil {
 			p.log.Error("usage: marshal", "err", err)
@@ -276,17 +359,12 @@ func (p *Publisher) adoptOrphans() error {
 func (p *Publisher) flush() error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
 	defer cancel()
-	var rest []*eventsv1.UsageEvent
-	for {
-		select {
-		case ev := <-p.queue:
-			rest = append(rest, ev)
-			continue
-		default:
-		}
-		break
+	rest := p.take(nil)
+	for len(rest) > 0 {
+		n := min(len(rest), p.cfg.BatchSize)
+		p.send(ctx, rest[:n])
+		rest = rest[n:]
 	}
-	p.send(ctx, rest)
 	if !p.spool.empty() {
 		p.replay(ctx)
 	}

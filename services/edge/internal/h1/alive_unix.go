@@ -1,0 +1,27 @@
+//go:build unix
+
+package h1
+
+import "syscall"
+
+// alive reports whether an idle connection can still carry a request: the
+// upstream has neither closed it nor sent anything unasked (a 408 before
+// closing; under TLS a close_notify alert, or rarely a late session ticket,
+// which costs a new connection). One non-blocking peek at the socket.
+func alive(sc syscall.Conn) bool {
+	if sc == nil {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK // nothing to read: open and quiet
+		return true                                              // never wait for the socket to become readable
+	})
+	return err == nil && ok
+}

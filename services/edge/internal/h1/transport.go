@@ -1,0 +1,325 @@
+// Package h1 is the edge's HTTP/1.1 client to its upstreams: an
+// http.RoundTripper whose caller's goroutine writes the request and reads the
+// answer itself, on a pooled keep-alive connection.
+//
+// net/http's Transport gives every connection a reading and a writing
+// goroutine, so one request costs three goroutine hand-offs (to the writer,
+// from the reader to the caller, and back to the reader when the body has
+// been read), each a thread wake-up when the machine is not saturated. On
+// loopback that was a large part of what the edge added to a request. Here
+// the request is serialized by (*http.Request).Write and the answer parsed by
+// http.ReadResponse, so the protocol handling is the standard library's; only
+// the connection management is this package's.
+//
+// What it does not do, by design: HTTP/2 (upstreams are spoken to in
+// HTTP/1.1, as most gateways do), automatic decompression (the edge reads
+// usage from the bytes it passes on), redirects (an upstream's redirect goes
+// back to the client as it is), and retries of a request that may have
+// reached the upstream. A request through an HTTP proxy (HTTP_PROXY,
+// HTTPS_PROXY and NO_PROXY, read once at start) goes through Fallback.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Transport is an HTTP/1.1 RoundTripper with per-host pools of idle
+// connections. The zero value is not usable: use New.
+type Transport struct {
+	// DialTimeout bounds connecting, TLS included.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the answer's headers once
+	// the request is written (0: no limit but the request's context).
+	ResponseHeaderTimeout time.Duration
+	// IdleTimeout is how long an idle connection is kept.
+	IdleTimeout time.Duration
+	// MaxIdlePerHost bounds the idle connections kept per upstream.
+	MaxIdlePerHost int
+	// TLSClientConfig is cloned for each TLS connection.
+	TLSClientConfig *tls.Config
+	// Fallback carries requests this transport does not: through an HTTP
+	// proxy, or to a scheme other than http and https.
+	Fallback http.RoundTripper
+
+	proxy  func(*url.URL) (*url.URL, error) // nil: no proxy configured
+	dialer net.Dialer
+
+	mu   sync.Mutex
+	idle map[string][]*conn // by scheme and host:port; the most recently used last
+}
+
+// New returns a Transport with production defaults, and proxy reads the
+// proxy settings of the environment (nil: none).
+func New(responseHeaderTimeout time.Duration, proxy func(*url.URL) (*url.URL, error)) *Transport {
+	t := &Transport{
+		DialTimeout:           10 * time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		IdleTimeout:           90 * time.Second,
+		MaxIdlePerHost:        1024,
+		proxy:                 proxy,
+		dialer:                net.Dialer{KeepAlive: 30 * time.Second},
+		idle:                  map[string][]*conn{},
+	}
+	return t
+}
+
+// conn is one connection to an upstream.
+type conn struct {
+	key  string
+	nc   net.Conn
+	tcp  syscall.Conn // the TCP connection (under TLS), for the liveness check
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used time.Time // when it was last put back idle
+}
+
+// RoundTrip sends req and returns the answer; the body must be read to its
+// end or closed, as with any RoundTripper. Only a body read to its end lets
+// the connection be used again.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" || t.viaProxy(req) {
+		if t.Fallback == nil {
+			return nil, fmt.Errorf("h1: cannot send %s://%s requests", req.URL.Scheme, req.URL.Host)
+		}
+		return t.Fallback.RoundTrip(req)
+	}
+	ctx := req.Context()
+	key := req.URL.Scheme + "://" + req.URL.Host
+	for {
+		c, reused, err := t.get(ctx, key, req.URL)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
+		}
+		res, err := t.exchange(ctx, c, req)
+		if err == nil {
+			return res, nil
+		}
+		c.nc.Close()
+		var nw notWritten
+		if reused && errors.As(err, &nw) && req.GetBody != nil {
+			// The upstream closed the idle connection just before it was
+			// used: the request did not go out; send it on another one.
+			if req.Body, err = req.GetBody(); err == nil {
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+}
+
+// viaProxy reports whether the environment sends req through a proxy.
+func (t *Transport) viaProxy(req *http.Request) bool {
+	if t.proxy == nil {
+		return false
+	}
+	u, err := t.proxy(req.URL)
+	return err != nil || u != nil
+}
+
+// notWritten is a failure to write a request: the upstream cannot have
+// acted on it.
+type notWritten struct{ err error }
+
+func (e notWritten) Error() string { return "write request: " + e.err.Error() }
+func (e notWritten) Unwrap() error { return e.err }
+
+// exchange writes req on c and reads the answer's headers. While the request
+// is in flight, cancelling ctx closes the connection's deadlines, which ends
+// any read or write at once.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) }) //nolint:errcheck // the connection is dropped anyway
+	if err := req.Write(c.bw); err != nil {
+		stop()
+		return nil, notWritten{err}
+	}
+	if err := c.bw.Flush(); err != nil {
+		stop()
+		return nil, notWritten{err}
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout)) //nolint:errcheck // a failing conn fails the read below
+	}
+	res, err := http.ReadResponse(c.br, req)
+	if err != nil {
+		stop()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			return nil, fmt.Errorf("upstream sent no answer within %v", t.ResponseHeaderTimeout)
+		}
+		return nil, err
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		c.nc.SetReadDeadline(time.Time{}) //nolint:errcheck // as above
+		if ctx.Err() != nil {
+			// Cancelled before the line above undid the cancellation's deadline.
+			c.nc.SetDeadline(aLongTimeAgo) //nolint:errcheck // as above
+		}
+	}
+	keep := !res.Close && !req.Close
+	res.Body = &body{ReadCloser: res.Body, t: t, c: c, stop: stop, keep: keep}
+	return res, nil
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// body hands the connection back to the pool once the answer has been read
+// to its end, and closes it when the reader gives up before.
+type body struct {
+	io.ReadCloser
+	t    *Transport
+	c    *conn
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish releases the connection: back to the pool when the answer was read
+// to its end, the upstream keeps the connection open, and the request's
+// context did not end (its deadline would be on the connection).
+func (b *body) finish(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	if b.stop() && complete && b.keep {
+		b.t.put(b.c)
+		return
+	}
+	b.c.nc.Close()
+}
+
+// get returns an idle connection to key, or dials one.
+func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, bool, error) {
+	now := time.Now()
+	for {
+		t.mu.Lock()
+		list := t.idle[key]
+		if len(list) == 0 {
+			t.mu.Unlock()
+			break
+		}
+		c := list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[key] = list[:len(list)-1]
+		t.mu.Unlock()
+		if now.Sub(c.used) < t.IdleTimeout && alive(c.tcp) {
+			return c, true, nil
+		}
+		c.nc.Close()
+	}
+	c, err := t.dial(ctx, key, u)
+	return c, false, err
+}
+
+// put keeps c for the next request to its host, unless enough are kept.
+func (t *Transport) put(c *conn) {
+	c.used = time.Now()
+	t.mu.Lock()
+	list := t.idle[c.key]
+	// The oldest are at the front: drop those idle for too long.
+	expired := 0
+	for expired < len(list) && c.used.Sub(list[expired].used) >= t.IdleTimeout {
+		expired++
+	}
+	old := list[:expired]
+	var dropped *conn
+	if len(list)-expired >= t.MaxIdlePerHost {
+		dropped = c
+	} else {
+		list = append(list[expired:], c)
+	}
+	t.idle[c.key] = list
+	t.mu.Unlock()
+	for _, o := range old {
+		o.nc.Close()
+	}
+	if dropped != nil {
+		dropped.nc.Close()
+	}
+}
+
+// CloseIdleConnections closes the connections kept for later requests.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*conn{}
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.nc.Close()
+		}
+	}
+	if f, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
+		f.CloseIdleConnections()
+	}
+}
+
+func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.DialTimeout)
+	defer cancel()
+	host := u.Hostname()
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	nc, err := t.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{key: key, nc: nc}
+	c.tcp, _ = nc.(syscall.Conn)
+	if u.Scheme == "https" {
+		cfg := &tls.Config{}
+		if t.TLSClientConfig != nil {
+			cfg = t.TLSClientConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		c.nc = tc
+	}
+	c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	c.bw = bufio.NewWriterSize(c.nc, 8<<10)
+	return c, nil
+}

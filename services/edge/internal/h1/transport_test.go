@@ -1,0 +1,326 @@
+package h1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// upstream is a test server that counts the connections it accepts.
+type upstream struct {
+	*httptest.Server
+	conns atomic.Int64
+	mu    sync.Mutex
+	open  []net.Conn
+}
+
+func newUpstream(t *testing.T, h http.HandlerFunc, tls bool) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.Server = httptest.NewUnstartedServer(h)
+	u.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			u.conns.Add(1)
+			u.mu.Lock()
+			u.open = append(u.open, c)
+			u.mu.Unlock()
+		}
+	}
+	if tls {
+		u.StartTLS()
+	} else {
+		u.Start()
+	}
+	t.Cleanup(u.Close)
+	return u
+}
+
+// closeAll closes every connection from the server's side, as an upstream
+// that drops idle connections does.
+func (u *upstream) closeAll() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.open {
+		c.Close()
+	}
+	u.open = nil
+}
+
+func transportFor(u *upstream) *Transport {
+	t := New(5*time.Second, nil)
+	if u.TLS != nil {
+		t.TLSClientConfig = u.Client().Transport.(*http.Transport).TLSClientConfig
+	}
+	return t
+}
+
+func post(t *testing.T, tr http.RoundTripper, ctx context.Context, url, body string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return tr.RoundTrip(req)
+}
+
+func readAll(t *testing.T, res *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	res.Body.Close()
+	return string(b)
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-Path", r.URL.RequestURI())
+	fmt.Fprintf(w, "%s %s", r.Method, b)
+}
+
+func TestKeepAliveReusesOneConnection(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+			u := newUpstream(t, echo, tls)
+			tr := transportFor(u)
+			defer tr.CloseIdleConnections()
+			for i := range 5 {
+				res, err := post(t, tr, context.Background(), u.URL+"/v1/x?a=1", fmt.Sprint(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := readAll(t, res), fmt.Sprintf("POST %d", i); got != want || res.Header.Get("X-Path") != "/v1/x?a=1" {
+					t.Fatalf("answer %q %q, want %q", got, res.Header.Get("X-Path"), want)
+				}
+			}
+			if n := u.conns.Load(); n != 1 {
+				t.Errorf("%d connections for 5 sequential requests, want 1", n)
+			}
+		})
+	}
+}
+
+func TestAnswerNotReadToItsEndClosesTheConnection(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("x"), 100_000))
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	res, err := post(t, tr, context.Background(), u.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close() // the rest of the answer is still on the connection
+	res, err = post(t, tr, context.Background(), u.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, res); len(got) != 100_000 {
+		t.Fatalf("second answer %d bytes", len(got))
+	}
+	if n := u.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the first one closed, not reused with unread bytes)", n)
+	}
+}
+
+func TestIdleConnectionClosedByTheUpstreamIsNotUsed(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+			u := newUpstream(t, echo, tls)
+			tr := transportFor(u)
+			defer tr.CloseIdleConnections()
+			res, err := post(t, tr, context.Background(), u.URL, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, res)
+			u.closeAll()
+			time.Sleep(50 * time.Millisecond) // let the FIN arrive
+			res, err = post(t, tr, context.Background(), u.URL, "b")
+			if err != nil {
+				t.Fatalf("request after the upstream closed the idle connection: %v", err)
+			}
+			if got := readAll(t, res); got != "POST b" {
+				t.Errorf("answer %q", got)
+			}
+			if n := u.conns.Load(); n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
+	}
+}
+
+func TestConnectionCloseAndChunkedAnswers(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		for i := range 3 {
+			fmt.Fprintf(w, "part%d;", i)
+			w.(http.Flusher).Flush() // chunked
+		}
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	for _, path := range []string{"/chunked", "/chunked", "/close", "/chunked"} {
+		res, err := post(t, tr, context.Background(), u.URL+path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, res); got != "part0;part1;part2;" {
+			t.Fatalf("%s: %q", path, got)
+		}
+	}
+	if n := u.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (a new one after Connection: close)", n)
+	}
+}
+
+func TestCancelEndsAReadAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, false)
+	defer close(release)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := post(t, tr, ctx, u.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(50*time.Millisecond, cancel)
+	done := make(chan error, 1)
+	go func() { _, err := res.Body.Read(make([]byte, 10)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("read after cancel succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read did not end after the context was cancelled")
+	}
+	res.Body.Close()
+}
+
+func TestResponseHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, false)
+	defer close(release)
+	tr := transportFor(u)
+	tr.ResponseHeaderTimeout = 100 * time.Millisecond
+	defer tr.CloseIdleConnections()
+	_, err := post(t, tr, context.Background(), u.URL, "")
+	if err == nil || !strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("err = %v, want the header timeout", err)
+	}
+}
+
+func TestUnreachableUpstream(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	tr := New(time.Second, nil)
+	if _, err := post(t, tr, context.Background(), "http://"+addr, "x"); err == nil {
+		t.Fatal("no error for a closed port")
+	}
+}
+
+type countingRT struct{ n atomic.Int64 }
+
+func (c *countingRT) RoundTrip(*http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return nil, errors.New("fallback")
+}
+
+func TestProxiedAndOtherSchemesGoToTheFallback(t *testing.T) {
+	fb := &countingRT{}
+	proxied := New(time.Second, func(u *url.URL) (*url.URL, error) {
+		if u.Host == "via-proxy.example" {
+			return url.Parse("http://proxy.example:3128")
+		}
+		return nil, nil
+	})
+	proxied.Fallback = fb
+	for _, target := range []string{"http://via-proxy.example/x", "ftp://example/x"} {
+		if _, err := post(t, proxied, context.Background(), target, ""); err == nil || err.Error() != "fallback" {
+			t.Errorf("%s: err = %v, want the fallback's", target, err)
+		}
+	}
+	if fb.n.Load() != 2 {
+		t.Errorf("fallback used %d times, want 2", fb.n.Load())
+	}
+}
+
+// Many goroutines share the pool; run with -race.
+func TestConcurrentRequests(t *testing.T) {
+	u := newUpstream(t, echo, false)
+	tr := transportFor(u)
+	tr.MaxIdlePerHost = 4
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				body := fmt.Sprintf("%d-%d", g, i)
+				res, err := post(t, tr, context.Background(), u.URL, body)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || string(b) != "POST "+body {
+					errs <- fmt.Errorf("answer %q (%v) to %s", b, err, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tr.mu.Lock()
+	idle := len(tr.idle[u.URL])
+	tr.mu.Unlock()
+	if idle > 4 {
+		t.Errorf("%d idle connections kept, want at most MaxIdlePerHost (4)", idle)
+	}
+}
