@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -69,15 +70,41 @@ func AnthropicErrorType(status int) string {
 // is OpenAIErrorType(status); an empty code is written as null, as OpenAI
 // does for errors without one.
 func WriteOpenAIError(w http.ResponseWriter, status int, typ, code, message string) {
+	writeOpenAIError(w, status, typ, code, "", message)
+}
+
+// WriteRequestError answers 400 to a request body that ParseRequest (or
+// WithIncludeUsage) refused, in the dialect of kind. OpenAI's body names
+// the offending field in "param", as OpenAI does.
+func WriteRequestError(w http.ResponseWriter, kind Kind, err error) {
+	if kind.Dialect() == Anthropic {
+		WriteAnthropicError(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
+	var re *RequestError
+	param := ""
+	if errors.As(err, &re) {
+		param = re.Param
+	}
+	writeOpenAIError(w, http.StatusBadRequest, "", "invalid_request", param, err.Error())
+}
+
+func writeOpenAIError(w http.ResponseWriter, status int, typ, code, param, message string) {
 	if typ == "" {
 		typ = OpenAIErrorType(status)
 	}
-	b := make([]byte, 0, 80+len(message)+len(typ)+len(code))
+	b := make([]byte, 0, 80+len(message)+len(typ)+len(code)+len(param))
 	b = append(b, `{"error":{"message":`...)
 	b = appendString(b, message)
 	b = append(b, `,"type":`...)
 	b = appendString(b, typ)
-	b = append(b, `,"param":null,"code":`...)
+	b = append(b, `,"param":`...)
+	if param == "" {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, param)
+	}
+	b = append(b, `,"code":`...)
 	if code == "" {
 		b = append(b, "null"...)
 	} else {

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"reflect"
 	"testing"
@@ -71,6 +72,30 @@ func TestWriteError(t *testing.T) {
 	WriteError(w, Chat, 403, "model_not_allowed", "Model not allowed")
 	assertJSON(t, w, 403, map[string]any{"error": map[string]any{
 		"type": "permission_error", "message": "Model not allowed", "param": nil, "code": "model_not_allowed",
+	}})
+}
+
+// A refused request body names the field at fault in "param", as OpenAI
+// does; Anthropic's body has no such field.
+func TestWriteRequestError(t *testing.T) {
+	_, err := ParseRequest(Chat, []byte(`{"model":"gpt-4","messages":[],"max_tokens":"x"}`))
+	if err == nil {
+		t.Fatal("ParseRequest accepted a string max_tokens")
+	}
+	w := httptest.NewRecorder()
+	WriteRequestError(w, Chat, err)
+	assertJSON(t, w, 400, map[string]any{"error": map[string]any{
+		"message": err.Error(), "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_request",
+	}})
+	w = httptest.NewRecorder()
+	WriteRequestError(w, Messages, err)
+	assertJSON(t, w, 400, map[string]any{"type": "error", "error": map[string]any{
+		"type": "invalid_request_error", "message": err.Error(),
+	}})
+	w = httptest.NewRecorder()
+	WriteRequestError(w, Chat, errors.New("not JSON"))
+	assertJSON(t, w, 400, map[string]any{"error": map[string]any{
+		"message": "not JSON", "type": "invalid_request_error", "param": nil, "code": "invalid_request",
 	}})
 }
 

@@ -56,7 +56,7 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 		}
 		req, err := llm.ParseRequest(kind, body)
 		if err != nil {
-			llm.WriteError(w, kind, http.StatusBadRequest, "invalid_request", err.Error())
+			llm.WriteRequestError(w, kind, err)
 			return
 		}
 		model, svc, ok := s.catalog.Snapshot().Model(req.Model)

@@ -38,29 +38,37 @@ func (f *usageFilter) pass(chunk []byte) []byte {
 		return nil
 	}
 	complete, tail := data[:end+2], data[end+2:]
-	if bytes.Contains(complete, emptyChoice) && bytes.Contains(complete, usageField) {
-		complete = f.drop(complete)
+	if cap(f.out) < len(complete) {
+		f.out = make([]byte, 0, len(complete)) // once, not grown by appends
+	}
+	if usageOnly(complete) {
+		f.out = appendKept(f.out[:0], complete)
 	} else if len(f.held) == 0 && len(tail) == 0 {
 		return chunk // the common case: whole events, nothing to remove
+	} else {
+		f.out = append(f.out[:0], complete...)
 	}
-	f.out = append(f.out[:0], complete...)
 	f.held = append(f.held[:0], tail...) // copy handles the overlap with f.held
 	return f.out
 }
 
-// drop returns complete without its usage-only events.
-func (f *usageFilter) drop(complete []byte) []byte {
-	var kept []byte
+// usageOnly reports whether events may hold a usage-only event.
+func usageOnly(events []byte) bool {
+	return bytes.Contains(events, emptyChoice) && bytes.Contains(events, usageField)
+}
+
+// appendKept appends to dst the events of complete but the usage-only ones:
+// into the filter's own buffer, which is reused from chunk to chunk.
+func appendKept(dst, complete []byte) []byte {
 	for len(complete) > 0 {
 		i := bytes.Index(complete, eventEnd)
 		ev := complete[:i+2]
 		complete = complete[i+2:]
-		if bytes.Contains(ev, emptyChoice) && bytes.Contains(ev, usageField) {
-			continue
+		if !usageOnly(ev) {
+			dst = append(dst, ev...)
 		}
-		kept = append(kept, ev...)
 	}
-	return kept
+	return dst
 }
 
 // flush returns what is held when the stream ends (an unterminated event),
@@ -68,7 +76,7 @@ func (f *usageFilter) drop(complete []byte) []byte {
 func (f *usageFilter) flush() []byte {
 	rest := f.held
 	f.held = nil
-	if bytes.Contains(rest, emptyChoice) && bytes.Contains(rest, usageField) {
+	if usageOnly(rest) {
 		return nil
 	}
 	return rest
