@@ -140,6 +140,9 @@ type result struct {
 	lastDone time.Time
 	cpu      cpuTimes
 	sorted   map[string][]time.Duration
+	// rounds are the parts of an open-loop step measured in turn with the
+	// other targets (-rounds); the samples above are theirs together.
+	rounds []*result
 }
 
 func (r *result) errors() int {
@@ -214,11 +217,11 @@ func (r *result) summary() string {
 	return s
 }
 
-// openLoop sends at rate for the warm-up and the duration, each request on
-// its schedule, and keeps the samples of the measured part.
-func (g *generator) openLoop(ctx context.Context, target string, streamed bool, rate int) *result {
-	warm := int(float64(rate) * g.o.warmup.Seconds())
-	total := warm + int(float64(rate)*g.o.duration.Seconds())
+// openLoop sends at rate for warmup and then duration, each request on its
+// schedule, and keeps the samples of the measured part.
+func (g *generator) openLoop(ctx context.Context, target string, streamed bool, rate int, warmup, duration time.Duration) *result {
+	warm := int(float64(rate) * warmup.Seconds())
+	total := warm + int(float64(rate)*duration.Seconds())
 	interval := time.Second / time.Duration(rate)
 	res := &result{perSec: rate, target: target, streamed: streamed, samples: make([]sample, 0, total-warm)}
 	var mu sync.Mutex
@@ -270,8 +273,23 @@ func (g *generator) openLoop(ctx context.Context, target string, streamed bool, 
 	// The achieved rate is the answers over the time from the first
 	// measured send to the last answer: below the target when the system
 	// falls behind.
-	res.elapsed = max(g.o.duration, res.lastDone.Sub(measureStart))
+	res.elapsed = max(duration, res.lastDone.Sub(measureStart))
 	return res
+}
+
+// merge adds the samples, time and CPU of another round of the same step.
+func (r *result) merge(o *result) {
+	r.samples = append(r.samples, o.samples...)
+	r.dropped += o.dropped
+	r.elapsed += o.elapsed
+	if o.lastDone.After(r.lastDone) {
+		r.lastDone = o.lastDone
+	}
+	for k, v := range o.cpu {
+		r.cpu[k] += v
+	}
+	r.rounds = append(r.rounds, o)
+	r.sorted = nil
 }
 
 // closedLoop runs n workers that each send a request as soon as their last

@@ -5,11 +5,12 @@
 // plain and streamed chat requests:
 //
 //  1. open loop: at each fixed rate, for a fixed time, requests go out on a
-//     schedule whatever the answers do, first to the mock directly, then
-//     through a minimal pass-through proxy (what a bare second HTTP hop
-//     costs here; -proxy=false skips it), then through the edge; latency is
-//     measured from each request's scheduled send time (no coordinated
-//     omission) to the last byte of its answer;
+//     schedule whatever the answers do, to the mock directly, through a
+//     minimal pass-through proxy (what a bare second HTTP hop costs here;
+//     -proxy=false skips it) and through the edge, in turn, in several
+//     rounds (-rounds) so that the machine's slow spells fall on all three
+//     alike; latency is measured from each request's scheduled send time
+//     (no coordinated omission) to the last byte of its answer;
 //  2. closed loop: N workers send back to back, N doubling until the
 //     throughput stops growing: the most each target serves here.
 //
@@ -62,6 +63,7 @@ type options struct {
 	edgeProfile  string
 	pin          bool
 	proxy        bool
+	rounds       int
 }
 
 func main() {
@@ -71,7 +73,8 @@ func main() {
 	childArg := flag.String("child-arg", "", "internal: the child's argument")
 	flag.StringVar(&rates, "rates", "500,1000,2000,4000", "open-loop rates in requests per second, comma-separated")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per open-loop step")
-	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time at the step's rate before each open-loop step")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time at the step's rate before each open-loop step (divided among the rounds, at least 0.5 s each)")
+	flag.IntVar(&o.rounds, "rounds", 4, "open loop: measure each rate in this many rounds that take the targets in turn (the duration divided among them), so that the machine's slow spells fall on all targets alike")
 	flag.BoolVar(&o.plain, "plain", true, "measure plain (buffered) chat requests")
 	flag.BoolVar(&o.stream, "stream", true, "measure streamed chat requests")
 	flag.IntVar(&o.chunks, "chunks", 16, "pieces the mock cuts a streamed reply into (X-Mock-Chunks); the stream has 3 or 4 events more")

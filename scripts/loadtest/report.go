@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -68,6 +69,7 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 			ms(r.q("total", .5)), ms(r.q("total", .9)), ms(r.q("total", .99)), ms(r.q("total", 1)), added50, added99, r.errors())
 	}
 	fmt.Println()
+	printRounds(rows, direct)
 	fmt.Println("The generator's own lateness (actual send − scheduled, ms) and CPU time per request (µs) of each process:")
 	fmt.Println()
 	header := "| rate | target | late p50 | late p99 |"
@@ -103,6 +105,32 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 		}
 	}
 	fmt.Println()
+}
+
+// printRounds shows, when a step was measured in rounds, what each round
+// alone added: how much the pooled numbers above can be trusted.
+func printRounds(rows []*result, direct map[int]*result) {
+	printed := false
+	for _, r := range rows {
+		d := direct[r.perSec]
+		if d == nil || r.target == "direct" || len(r.rounds) < 2 || len(d.rounds) != len(r.rounds) {
+			continue
+		}
+		if !printed {
+			fmt.Println("Added latency in each round alone (the round minus the mock's round just before it), p50 / p99 in ms:")
+			fmt.Println()
+			printed = true
+		}
+		line := fmt.Sprintf("- %d req/s, %s:", r.perSec, targetNames[r.target])
+		for i, x := range r.rounds {
+			y := d.rounds[i]
+			line += fmt.Sprintf(" %s / %s;", signedMS(x.q("total", .5)-y.q("total", .5)), signedMS(x.q("total", .99)-y.q("total", .99)))
+		}
+		fmt.Println(strings.TrimSuffix(line, ";"))
+	}
+	if printed {
+		fmt.Println()
+	}
 }
 
 func printClosed(streamed bool, rows []closedRow, targets []string, sys *system) {

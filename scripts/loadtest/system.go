@@ -42,6 +42,42 @@ type system struct {
 
 const pepperLen = 32
 
+// openStep measures every target at rate, in o.rounds rounds that take the
+// targets in turn (direct, proxy, edge, direct, ...), so that a slow spell
+// of the machine falls on all of them alike rather than on whichever ran
+// then. Each round has its own warm-up; a target's rounds are then pooled.
+func (g *generator) openStep(ctx context.Context, targets []string, streamed bool, rate int) ([]*result, error) {
+	o := g.o
+	rounds := max(o.rounds, 1)
+	dur := o.duration / time.Duration(rounds)
+	warm := o.warmup
+	if rounds > 1 {
+		warm = max(o.warmup/time.Duration(rounds), 500*time.Millisecond)
+	}
+	pooled := map[string]*result{}
+	for round := range rounds {
+		for _, target := range targets {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			logf("open loop: %s %s at %d req/s for %v (+%v warm-up), round %d of %d", modeName(streamed), target, rate, dur, warm, round+1, rounds)
+			res := g.openLoop(ctx, target, streamed, rate, warm, dur)
+			logf("  %s", res.summary())
+			if p := pooled[target]; p != nil {
+				p.merge(res)
+			} else {
+				pooled[target] = &result{perSec: rate, target: target, streamed: streamed, cpu: cpuTimes{}}
+				pooled[target].merge(res)
+			}
+		}
+	}
+	out := make([]*result, 0, len(targets))
+	for _, target := range targets {
+		out = append(out, pooled[target])
+	}
+	return out, nil
+}
+
 func run(ctx context.Context, o options) error {
 	sys, err := start(ctx, o)
 	if err != nil {
@@ -82,15 +118,11 @@ func run(ctx context.Context, o options) error {
 		for _, streamed := range modes {
 			var rows []*result
 			for _, rate := range o.rates {
-				for _, target := range targets {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					logf("open loop: %s %s at %d req/s for %v (+%v warm-up)", modeName(streamed), target, rate, o.duration, o.warmup)
-					res := gen.openLoop(ctx, target, streamed, rate)
-					logf("  %s", res.summary())
-					rows = append(rows, res)
+				step, err := gen.openStep(ctx, targets, streamed, rate)
+				if err != nil {
+					return err
 				}
+				rows = append(rows, step...)
 			}
 			printOpen(streamed, rows, sys)
 		}

@@ -157,6 +157,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout)) //nolint:errcheck // a failing conn fails the read below
 	}
 	res, err := http.ReadResponse(c.br, req)
+	for err == nil && res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
+		// An informational answer (103 Early Hints, a stray 100
+		// Continue) comes before the real one and has no body.
+		res, err = http.ReadResponse(c.br, req)
+	}
 	if err != nil {
 		stop()
 		var ne net.Error
@@ -173,6 +178,14 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		}
 	}
 	keep := !res.Close && !req.Close
+	if res.Body == http.NoBody { // HEAD, 204, 304: the answer is complete
+		if stop() && keep {
+			t.put(c)
+		} else {
+			c.nc.Close()
+		}
+		return res, nil
+	}
 	res.Body = &body{ReadCloser: res.Body, t: t, c: c, stop: stop, keep: keep}
 	return res, nil
 }

@@ -324,3 +324,40 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Errorf("%d idle connections kept, want at most MaxIdlePerHost (4)", idle)
 	}
 }
+
+// Informational answers before the real one are skipped; answers without a
+// body give the connection back at once.
+func TestEarlyHintsAndEmptyAnswers(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Write([]byte("after hints"))
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	res, err := post(t, tr, context.Background(), u.URL+"/hints", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, res); res.StatusCode != 200 || got != "after hints" {
+		t.Fatalf("answer %d %q, want 200 after the 103", res.StatusCode, got)
+	}
+	for range 3 {
+		res, err := post(t, tr, context.Background(), u.URL+"/empty", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != http.StatusNoContent {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		res.Body.Close() // closed unread, as callers do with an empty answer
+	}
+	if n := u.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
