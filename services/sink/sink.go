@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -28,9 +29,10 @@ import (
 //
 // Per batch (a contiguous range of stream sequences):
 //  1. look up which events are stored already (usage_ids, by the event's
-//     forever identity, edge instance and sequence): a re-published event,
-//     e.g. an edge's spool replayed after the bus's 2-minute
-//     de-duplication window, is dropped here;
+//     forever identity, edge instance, partition and sequence): a
+//     re-published event, e.g. an edge's spool replayed after the bus's
+//     2-minute de-duplication window, is dropped here; so is a copy of an
+//     event of the batch before that is fresh there (see "Looking up ahead");
 //  2. record the batch (its stream range) in sink_batches;
 //  3. insert the new events into usage_events, as one block: materialized
 //     views sum them into usage_hourly and copy their identities into
@@ -46,11 +48,42 @@ import (
 // the end of that range. A crash anywhere thus neither loses an event nor
 // counts one twice, and ClickHouse being away only makes the sink wait (the
 // events wait in the stream, which keeps them for 30 days).
+//
+// Looking up ahead. Steps 2 to 4 are the writer's (run, process); step 1 is
+// done one batch ahead by another goroutine, the checker (check), so that
+// the look-up of batch N+1 overlaps with the insert of batch N. Three
+// goroutines: reader -> (decoded batches) -> checker -> (checked batches:
+// the range and the fresh events) -> writer. The look-up of N+1 may then
+// see all, part or none of what N is writing; it is still exact because:
+//   - the checker hands N to the writer over an unbuffered channel, and the
+//     writer takes a batch only once it has completely finished the one
+//     before (written, or repaired), so the hand-over of N happens after
+//     N-1 is complete in ClickHouse;
+//   - the checker looks N+1 up only after that hand-over, so every batch
+//     before N is then complete and visible in usage_ids; the only batch
+//     that may be in flight is N, whose fresh events the checker still has
+//     in memory (inFlight): it drops from N+1 every event stored already
+//     or among them (by identity; whatever the look-up saw of N is among
+//     them too);
+//   - the writer records N+1 only after N is complete, so what N+1 dropped
+//     as N's is stored by then; if N is never completed (a crash, a
+//     shutdown), N+1 is not recorded either, and the next start repairs N
+//     and reads N+1 again, looking it up anew.
+//
+// After a start, nothing is in flight: recoverLast has repaired the last
+// recorded batch (waiting first for any statement of an earlier run still
+// running), before the reader starts, and the batches before it were
+// complete before it was recorded; the checker starts with an empty
+// inFlight. A batch that was looked up but not recorded when the sink stops
+// is simply read and looked up again by the next start: a look-up writes
+// nothing. The look-up is retried until it succeeds or the sink stops, as
+// the writer's steps are; a repair waits for a look-up still running (it
+// waits for every statement of the consumer), which ends by its deadline.
 
 // Stats are counters for logs and tests.
 type Stats struct {
 	Events     atomic.Uint64 // inserted into usage_events
-	Duplicates atomic.Uint64 // dropped because already stored
+	Duplicates atomic.Uint64 // dropped because already stored (or being stored, by the batch before)
 	Invalid    atomic.Uint64 // messages that are not usage events
 	Batches    atomic.Uint64
 	Repairs    atomic.Uint64
@@ -93,9 +126,10 @@ func (s *Sink) Stats() *Stats { return &s.stats }
 // run consumes until ctx ends. The batch in hand then has ShutdownTimeout to
 // be written; if it is cut short, the next start repairs it.
 //
-// Reading and decoding the next batch overlaps with writing this one (two
-// goroutines, one batch between them), which nearly doubles throughput on
-// two cores; batches are still written one after the other, in order.
+// Three goroutines, one batch between each two, overlap the work: the reader
+// reads and decodes batch N+2 while the checker looks up N+1 and the writer
+// writes N (see "Looking up ahead" at the top). Batches are still recorded
+// and written one after the other, in order.
 func (s *Sink) run(ctx context.Context) error {
 	work, stop := s.workContext(ctx)
 	defer stop()
@@ -113,25 +147,31 @@ func (s *Sink) run(ctx context.Context) error {
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	batches := make(chan decoded, 1)
+	checkedBatches := make(chan checked) // unbuffered: the exactness depends on it
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
 		readErr <- s.read(readCtx, r, batches)
 	}()
-	for b := range batches {
+	go func() {
+		defer close(checkedBatches)
+		s.check(readCtx, batches, checkedBatches)
+	}()
+	for b := range checkedBatches {
 		if ctx.Err() != nil {
 			break // not recorded, not written: the next start reads it again
 		}
-		if err := s.process(work, b); err != nil {
-			stopReading()
-			return ignoreCancel(err)
+		if err = s.process(work, b); err != nil {
+			break
 		}
 	}
 	stopReading()
-	if err := <-readErr; err != nil && ctx.Err() == nil {
-		return err
+	for range checkedBatches { // not recorded: read again by the next start
 	}
-	return nil
+	if rerr := <-readErr; err == nil && ctx.Err() == nil {
+		err = rerr
+	}
+	return ignoreCancel(err)
 }
 
 // workContext is ctx, but ending ShutdownTimeout after ctx does, so the
@@ -148,10 +188,40 @@ func (s *Sink) workContext(ctx context.Context) (context.Context, context.Cancel
 	return work, func() { stop(); cancel() }
 }
 
-// process writes one batch (see the comment at the top).
-func (s *Sink) process(ctx context.Context, batch decoded) error {
+// checked is a batch whose stored events have been looked up.
+type checked struct {
+	fresh      []usagestore.Event // the events to write
+	from, to   uint64             // the batch's range of stream sequences
+	duplicates int                // events dropped: stored already, or in flight
+	lookup     time.Duration      // how long the look-up took
+}
+
+// check looks up each batch from in and hands it, checked, to out, until in
+// closes or ctx ends. out must be unbuffered, and its reader must take a
+// batch only once it has completely written the one before: then, when
+// check looks up a batch, the only batch that may be in flight is the one it
+// handed over last (see "Looking up ahead" at the top).
+func (s *Sink) check(ctx context.Context, in <-chan decoded, out chan<- checked) {
+	var pending inFlight // the fresh events of the batch handed over last
+	for b := range in {  // closed by the reader when ctx ends
+		c, err := s.lookup(ctx, b, &pending)
+		if err != nil {
+			return // ctx ended
+		}
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			return
+		}
+		pending.reset(c.fresh)
+	}
+}
+
+// lookup drops from b's events those stored already and those among
+// pending (fresh in the batch being written), and returns the others.
+func (s *Sink) lookup(ctx context.Context, b decoded, pending *inFlight) (checked, error) {
 	began := time.Now()
-	evs, from, to := batch.events, batch.from, batch.to
+	evs := b.events
 	ids := make([]usagestore.ID, len(evs))
 	for i := range evs {
 		ids[i] = evs[i].ID()
@@ -162,17 +232,22 @@ func (s *Sink) process(ctx context.Context, batch decoded) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return checked{}, err
 	}
 	fresh := evs[:0]
-	for _, e := range evs {
-		if !stored[e.ID()] {
-			fresh = append(fresh, e)
+	for i := range evs {
+		if !stored[ids[i]] && !pending.has(ids[i]) {
+			fresh = append(fresh, evs[i])
 		}
 	}
-	s.stats.Duplicates.Add(uint64(len(evs) - len(fresh)))
-	looked := time.Now()
+	return checked{fresh: fresh, from: b.from, to: b.to, duplicates: len(evs) - len(fresh), lookup: time.Since(began)}, nil
+}
 
+// process writes one checked batch (steps 2 to 4 of the comment at the top).
+func (s *Sink) process(ctx context.Context, c checked) error {
+	began := time.Now()
+	fresh, from, to := c.fresh, c.from, c.to
+	s.stats.Duplicates.Add(uint64(c.duplicates))
 	b := usagestore.Batch{ID: s.nextID, SeqFrom: from, SeqTo: to, Events: len(fresh)}
 	if err := s.retry(ctx, "record batch", func(ctx context.Context) error { return s.w.BeginBatch(ctx, b) }); err != nil {
 		return err
@@ -182,7 +257,7 @@ func (s *Sink) process(ctx context.Context, batch decoded) error {
 		return err
 	}
 	if len(fresh) > 0 {
-		err = s.w.Insert(ctx, fresh)
+		err := s.w.Insert(ctx, fresh)
 		if ferr := s.fault("inserted"); ferr != nil {
 			if !errors.Is(ferr, errInjectedWriteError) {
 				return ferr
@@ -199,10 +274,101 @@ func (s *Sink) process(ctx context.Context, batch decoded) error {
 	}
 	s.stats.Batches.Add(1)
 	s.stats.Events.Add(uint64(len(fresh)))
-	s.observe(began, newest(fresh))
+	s.observe(began.Add(-c.lookup), newest(fresh)) // the look-up is part of the batch's time
 	s.log.Debug("batch written", "batch", b.ID, "seq_from", from, "seq_to", to, "events", len(fresh),
-		"lookup", looked.Sub(began), "took", time.Since(began))
+		"duplicates", c.duplicates, "lookup", c.lookup, "took", time.Since(began))
 	return s.fault("done")
+}
+
+// inFlight is the fresh events of the batch the writer may still be
+// writing, for the checker to drop their copies from the next batch. It is
+// cheap in the common case, where no event of the next batch is such a
+// copy: an edge numbers each partition's events in order, so the next
+// batch's events lie past the batch's sequences of their edge instance and
+// partition. has compares with that range first; only an event within a
+// range is looked up in the exact set of identities, built when first
+// needed. The zero value is empty.
+type inFlight struct {
+	events []usagestore.Event
+	edges  map[string]*seqRanges // per edge instance
+	// The edge instance looked up last (events of an edge often come in
+	// runs): its name, ranges (nil: none) and whether it is set.
+	lastEdge   string
+	lastRanges *seqRanges
+	cached     bool
+	ids        map[usagestore.ID]struct{} // of events, once built
+	built      bool
+}
+
+// seqRanges are, per partition, the lowest and highest sequences of an edge
+// instance's events in flight (none: lo > hi). Partitions from
+// maxRangedPartition on share the last range.
+type seqRanges []seqRange
+
+type seqRange struct{ lo, hi uint64 }
+
+const maxRangedPartition = 255
+
+// reset makes events the events in flight.
+func (f *inFlight) reset(events []usagestore.Event) {
+	f.events = events
+	if f.edges == nil {
+		f.edges = map[string]*seqRanges{}
+	}
+	clear(f.edges) // edge instances come and go: keep only this batch's
+	f.cached, f.built = false, false
+	for i := range events {
+		e := &events[i]
+		r := f.ranges(e.EdgeInstance)
+		if r == nil {
+			r = &seqRanges{}
+			f.edges[e.EdgeInstance] = r
+			f.lastEdge, f.lastRanges, f.cached = e.EdgeInstance, r, true
+		}
+		p := int(min(e.Partition, maxRangedPartition))
+		for len(*r) <= p {
+			*r = append(*r, seqRange{lo: math.MaxUint64, hi: 0}) // none
+		}
+		pr := &(*r)[p]
+		pr.lo, pr.hi = min(pr.lo, e.Sequence), max(pr.hi, e.Sequence)
+	}
+}
+
+// ranges returns the ranges of edge, or nil.
+func (f *inFlight) ranges(edge string) *seqRanges {
+	if f.cached && edge == f.lastEdge {
+		return f.lastRanges
+	}
+	r := f.edges[edge]
+	f.lastEdge, f.lastRanges, f.cached = edge, r, true
+	return r
+}
+
+// has reports whether id is the identity of an event in flight.
+func (f *inFlight) has(id usagestore.ID) bool {
+	if len(f.events) == 0 {
+		return false
+	}
+	r := f.ranges(id.Edge)
+	if r == nil {
+		return false
+	}
+	p := int(min(id.Partition, maxRangedPartition))
+	if p >= len(*r) || id.Seq < (*r)[p].lo || id.Seq > (*r)[p].hi {
+		return false
+	}
+	if !f.built {
+		if f.ids == nil {
+			f.ids = make(map[usagestore.ID]struct{}, len(f.events))
+		}
+		clear(f.ids)
+		for i := range f.events {
+			f.ids[f.events[i].ID()] = struct{}{}
+		}
+		f.built = true
+	}
+	_, ok := f.ids[id]
+	return ok
 }
 
 // newest is the time of the latest event of evs.
