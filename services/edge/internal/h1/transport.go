@@ -54,6 +54,7 @@ type Transport struct {
 
 	proxy  func(*url.URL) (*url.URL, error) // nil: no proxy configured
 	dialer net.Dialer
+	watch  headerWatch
 
 	mu   sync.Mutex
 	idle map[string][]*conn // by scheme and host:port; the most recently used last
@@ -72,6 +73,67 @@ func New(responseHeaderTimeout time.Duration, proxy func(*url.URL) (*url.URL, er
 		idle:                  map[string][]*conn{},
 	}
 	return t
+}
+
+// headerWatch enforces ResponseHeaderTimeout without a timer per request: a
+// read deadline set and cleared on every request costs two timer changes,
+// each of which can wake the network poller with a system call. Instead a
+// request waiting for its answer's headers is registered here, and a
+// goroutine that runs while any is registered closes, a few times per
+// timeout, the connections of those past their time. The timeout is so
+// enforced within a quarter of itself (a second at most) late.
+type headerWatch struct {
+	mu       sync.Mutex
+	waiting  map[*conn]time.Time // deadline of each request waiting for headers
+	expired  map[*conn]bool      // closed by the watch, until the request notices
+	running  bool
+	interval time.Duration
+}
+
+// add registers c as waiting for headers for at most d.
+func (w *headerWatch) add(c *conn, d time.Duration) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waiting == nil {
+		w.waiting, w.expired = map[*conn]time.Time{}, map[*conn]bool{}
+	}
+	w.waiting[c] = now.Add(d)
+	if !w.running {
+		w.running, w.interval = true, min(max(d/4, time.Millisecond), time.Second)
+		go w.run()
+	}
+}
+
+// remove unregisters c and reports whether the watch closed it.
+func (w *headerWatch) remove(c *conn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.waiting, c)
+	expired := w.expired[c]
+	delete(w.expired, c)
+	return expired
+}
+
+func (w *headerWatch) run() {
+	tick := time.NewTicker(w.interval)
+	defer tick.Stop()
+	for now := range tick.C {
+		w.mu.Lock()
+		if len(w.waiting) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		for c, deadline := range w.waiting {
+			if now.After(deadline) {
+				delete(w.waiting, c)
+				w.expired[c] = true
+				c.nc.Close() // ends the read of the request waiting on it
+			}
+		}
+		w.mu.Unlock()
+	}
 }
 
 // conn is one connection to an upstream.
@@ -154,7 +216,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		return nil, notWritten{err}
 	}
 	if t.ResponseHeaderTimeout > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout)) //nolint:errcheck // a failing conn fails the read below
+		t.watch.add(c, t.ResponseHeaderTimeout)
 	}
 	res, err := http.ReadResponse(c.br, req)
 	for err == nil && res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
@@ -162,20 +224,17 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		// Continue) comes before the real one and has no body.
 		res, err = http.ReadResponse(c.br, req)
 	}
+	timedOut := t.ResponseHeaderTimeout > 0 && t.watch.remove(c)
 	if err != nil {
 		stop()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+		if timedOut && ctx.Err() == nil {
 			return nil, fmt.Errorf("upstream sent no answer within %v", t.ResponseHeaderTimeout)
 		}
 		return nil, err
 	}
-	if t.ResponseHeaderTimeout > 0 {
-		c.nc.SetReadDeadline(time.Time{}) //nolint:errcheck // as above
-		if ctx.Err() != nil {
-			// Cancelled before the line above undid the cancellation's deadline.
-			c.nc.SetDeadline(aLongTimeAgo) //nolint:errcheck // as above
-		}
+	if timedOut { // the answer came just as the watch closed the connection
+		stop()
+		return nil, fmt.Errorf("upstream sent no answer within %v", t.ResponseHeaderTimeout)
 	}
 	keep := !res.Close && !req.Close
 	if res.Body == http.NoBody { // HEAD, 204, 304: the answer is complete
