@@ -54,6 +54,7 @@ type Transport struct {
 
 	proxy  func(*url.URL) (*url.URL, error) // nil: no proxy configured
 	dialer net.Dialer
+	dialFn func(ctx context.Context, network, addr string) (net.Conn, error) // tests: in place of dialer
 	watch  headerWatch
 
 	mu   sync.Mutex
@@ -225,6 +226,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		res, err = http.ReadResponse(c.br, req)
 	}
 	timedOut := t.ResponseHeaderTimeout > 0 && t.watch.remove(c)
+	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
+		// ReadResponse takes any three digits; net/http's server panics
+		// on writing such a status to the client. (Found by the fuzzer.)
+		err = fmt.Errorf("upstream answered with status %d", res.StatusCode)
+	}
 	if err != nil {
 		stop()
 		if timedOut && ctx.Err() == nil {
@@ -369,7 +375,11 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
-	nc, err := t.dialer.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	dial := t.dialer.DialContext
+	if t.dialFn != nil {
+		dial = t.dialFn
+	}
+	nc, err := dial(ctx, "tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return nil, err
 	}
