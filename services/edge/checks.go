@@ -145,7 +145,7 @@ func (m *rateLimitMetric) appendAmount(b []byte, n int64) []byte {
 
 // setRateLimitHeaders writes x-ratelimit-{limit,remaining,reset}-{requests,
 // tokens,spend} from the tightest limit of each metric. Spend is in dollars.
-// This runs on every request, so it allocates three times whatever the key's
+// This runs on every request, so it allocates twice whatever the key's
 // limits: the header names are built once, all the values are written into
 // one buffer made into one string, and the headers' value slices share one
 // array.
