@@ -30,14 +30,14 @@ func (f *usageFilter) pass(chunk []byte) []byte {
 		f.held = append(f.held, chunk...)
 		data = f.held
 	}
-	end := bytes.LastIndex(data, eventEnd)
+	end := lastEventEnd(data)
 	if end < 0 {
 		if len(f.held) == 0 {
 			f.held = append(f.held, chunk...)
 		}
 		return nil
 	}
-	complete, tail := data[:end+2], data[end+2:]
+	complete, tail := data[:end], data[end:]
 	if cap(f.out) < len(complete) {
 		f.out = make([]byte, 0, len(complete)) // once, not grown by appends
 	}
@@ -50,6 +50,23 @@ func (f *usageFilter) pass(chunk []byte) []byte {
 	}
 	f.held = append(f.held[:0], tail...) // copy handles the overlap with f.held
 	return f.out
+}
+
+// lastEventEnd is where the last whole event of data ends (-1: none), found
+// as an SSE reader finds events, from the start: searching backwards for the
+// last blank line would cut a run of extra newlines elsewhere than a reader
+// does when a chunk ends inside the run, and the events would differ from
+// one chunking to another.
+func lastEventEnd(data []byte) int {
+	end := -1
+	for off := 0; ; {
+		i := bytes.Index(data[off:], eventEnd)
+		if i < 0 {
+			return end
+		}
+		off += i + len(eventEnd)
+		end = off
+	}
 }
 
 // usageOnly reports whether events may hold a usage-only event.

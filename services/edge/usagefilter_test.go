@@ -44,8 +44,24 @@ func TestUsageFilterAnyChunking(t *testing.T) {
 	}
 }
 
+// Extra blank lines are split into events as an SSE reader splits them,
+// wherever the chunks end (found by FuzzEdgeUpstreamStream: a chunk ending
+// inside a run of newlines moved one into the usage event, which was then
+// dropped with it, or out of it).
+func TestUsageFilterBlankLineRuns(t *testing.T) {
+	usage := "\n\x10data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9}}\n\n"
+	stream := "data: {\"choices\":[{}]}\n\nda\n\n\n\n\n\n" + usage + "data: [DONE]\n\n"
+	want := "data: {\"choices\":[{}]}\n\nda\n\n\n\n\n\ndata: [DONE]\n\n"
+	for cut := 0; cut <= len(stream); cut++ {
+		if got := runFilter([]string{stream[:cut], stream[cut:]}); got != want {
+			t.Fatalf("cut at %d:\ngot  %q\nwant %q", cut, got, want)
+		}
+	}
+}
+
 func FuzzUsageFilter(f *testing.F) {
 	f.Add([]byte(filterStream), uint8(7))
+	f.Add([]byte("da\n\n\n\n\n\n\n\x10\"choices\":[],\"usage\":{}\n\ndata: [DONE]\n\n"), uint8(4))
 	f.Fuzz(func(t *testing.T, data []byte, step uint8) {
 		n := int(step%64) + 1
 		var chunks []string
