@@ -394,9 +394,22 @@ func FuzzEdgeUpstreamStream(f *testing.F) {
 	up := &fuzzStreamUpstream{}
 	rig := newPerfRig(f, collectUsage, up, perfKey{name: "ok"})
 	var mu sync.Mutex // one stream at a time through up
+	finished := true  // the last iteration read its usage event
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint16, includeUsage bool) {
 		mu.Lock()
 		defer mu.Unlock()
+		// An iteration that failed before reading its usage event left it
+		// in the channel (the fuzzer goes on with the same process while it
+		// minimizes): drop it, or every later iteration reads the event of
+		// the one before. After an iteration that finished, an event left
+		// over is a second event for one request.
+		for len(rig.usage) > 0 {
+			ev := <-rig.usage
+			if finished {
+				t.Fatalf("a second usage event for one request: %v", ev)
+			}
+		}
+		finished = false
 		size := 1 + int(chunk)%512
 		up.set(stream, size)
 		kind, path, body := llm.Chat, "/v1/chat/completions", `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}`
@@ -436,6 +449,7 @@ func FuzzEdgeUpstreamStream(f *testing.F) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no usage event for the request")
 		}
+		finished = true
 	})
 }
 
