@@ -384,6 +384,13 @@ func startEdge(natsURL, pepper string) (string, func(), error) {
 		return "", nil, err
 	}
 	cfg := edge.DefaultConfig()
+	if v := os.Getenv("TOLLGATE_EDGE_USAGE_BATCH_DELAY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return "", nil, fmt.Errorf("TOLLGATE_EDGE_USAGE_BATCH_DELAY: %w", err)
+		}
+		cfg.UsageBatchDelay = d
+	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATSURL = natsURL
 	cfg.Pepper = pepper

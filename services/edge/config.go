@@ -16,6 +16,7 @@ type Config struct {
 	FailClosed      bool          `flag:"fail-closed" env:"TOLLGATE_EDGE_FAIL_CLOSED" yaml:"fail_closed" usage:"refuse requests (503) while the bus is unreachable instead of serving from what the edge knows"`
 	MaxRequestBytes int64         `flag:"max-request-bytes" env:"TOLLGATE_EDGE_MAX_REQUEST_BYTES" yaml:"max_request_bytes" usage:"largest request body for keys that set no maximum"`
 	Partitions      int           `flag:"usage-partitions" env:"TOLLGATE_USAGE_PARTITIONS" yaml:"usage_partitions" usage:"partitions of the usage subjects (metering workers share them); the same on every edge"`
+	UsageBatchDelay time.Duration `flag:"usage-batch-delay" env:"TOLLGATE_EDGE_USAGE_BATCH_DELAY" yaml:"usage_batch_delay" usage:"how long a usage event may wait for others to be published with (longer: fewer, larger bursts on the bus)"`
 	UpstreamTimeout time.Duration `flag:"upstream-header-timeout" env:"TOLLGATE_EDGE_UPSTREAM_HEADER_TIMEOUT" yaml:"upstream_header_timeout" usage:"how long an upstream may take to start answering"`
 	StreamReplicas  int           `flag:"stream-replicas" env:"TOLLGATE_STREAM_REPLICAS" yaml:"stream_replicas" usage:"JetStream replicas of the streams this role creates (3 in a cluster)"`
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"TOLLGATE_SHUTDOWN_TIMEOUT" yaml:"shutdown_timeout" usage:"how long in-flight requests (streams included) may take to finish on SIGTERM"`
@@ -29,6 +30,7 @@ func DefaultConfig() Config {
 		SpoolDir:        "/var/lib/tollgate/spool",
 		MaxRequestBytes: 10 << 20,
 		Partitions:      16,
+		UsageBatchDelay: 5 * time.Millisecond,
 		UpstreamTimeout: 2 * time.Minute,
 		StreamReplicas:  1,
 		ShutdownTimeout: 30 * time.Second,
@@ -58,6 +60,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamTimeout <= 0 {
 		errs = append(errs, errors.New("upstream-header-timeout: must be positive"))
+	}
+	if c.UsageBatchDelay <= 0 || c.UsageBatchDelay > time.Second {
+		errs = append(errs, errors.New("usage-batch-delay: must be positive and at most 1s (events wait that long before they are sent)"))
 	}
 	return errors.Join(errs...)
 }

@@ -79,7 +79,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	}
 	s.catalog = catalog.NewView()
 	s.keys = keyring.New([]byte(cfg.Pepper), log)
-	if s.usage, err = usagepub.New(s.nc, usagepub.Config{Instance: cfg.Instance, SpoolDir: cfg.SpoolDir, Partitions: cfg.Partitions}, log); err != nil {
+	if s.usage, err = usagepub.New(s.nc, usagepub.Config{Instance: cfg.Instance, SpoolDir: cfg.SpoolDir, Partitions: cfg.Partitions, BatchDelay: cfg.UsageBatchDelay}, log); err != nil {
 		return nil, err
 	}
 	s.upstream = newUpstream(cfg.UpstreamTimeout)
