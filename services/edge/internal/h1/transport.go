@@ -158,6 +158,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.Fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err // before taking a pooled connection that it would spoil
+	}
 	key := req.URL.Scheme + "://" + req.URL.Host
 	for {
 		c, reused, err := t.get(ctx, key, req.URL)
@@ -173,7 +179,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		c.nc.Close()
 		var nw notWritten
-		if reused && errors.As(err, &nw) && req.GetBody != nil {
+		if reused && errors.As(err, &nw) && req.GetBody != nil && ctx.Err() == nil {
 			// The upstream closed the idle connection just before it was
 			// used: the request did not go out; send it on another one.
 			if req.Body, err = req.GetBody(); err == nil {

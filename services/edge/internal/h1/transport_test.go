@@ -361,3 +361,35 @@ func TestEarlyHintsAndEmptyAnswers(t *testing.T) {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
+
+// A request whose context has ended leaves the idle connections alone (a
+// write failing on a cancelled context is not a stale connection to retry).
+func TestCancelledRequestKeepsThePool(t *testing.T) {
+	u := newUpstream(t, echo, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for range 4 { // four idle connections
+		wg.Go(func() {
+			res, err := post(t, tr, context.Background(), u.URL, "x")
+			if err == nil {
+				readAll(t, res)
+			}
+		})
+	}
+	wg.Wait()
+	tr.mu.Lock()
+	before := len(tr.idle[u.URL])
+	tr.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := post(t, tr, ctx, u.URL, "y"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	tr.mu.Lock()
+	after := len(tr.idle[u.URL])
+	tr.mu.Unlock()
+	if before == 0 || after != before {
+		t.Errorf("idle connections %d before, %d after a cancelled request", before, after)
+	}
+}
