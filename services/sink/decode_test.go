@@ -63,6 +63,14 @@ type testMsg struct {
 func (m testMsg) Data() []byte    { return m.data }
 func (m testMsg) Subject() string { return "tollgate.usage.0.acme.key_x" }
 
+// Reply is the reply subject a JetStream delivery of meta has.
+func (m testMsg) Reply() string {
+	if m.meta == nil {
+		return ""
+	}
+	return fmt.Sprintf("$JS.ACK._.HASH.USAGE.test.1.%d.%d.%d.0.tok", m.meta.Sequence.Stream, m.meta.Sequence.Consumer, m.meta.Timestamp.UnixNano())
+}
+
 func (m testMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	if m.meta == nil {
 		return nil, errors.New("not a JetStream message")

@@ -60,14 +60,14 @@ func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]jetstr
 	}
 	msgs := make([]jetstream.Msg, 0, n)
 	for m := range batch.Messages() {
-		meta, err := m.Metadata()
-		if err != nil || meta.Sequence.Consumer != r.dseq+1 || meta.Sequence.Stream < r.next {
+		sseq, dseq, ok := ackSeqs(m.Reply())
+		if !ok || dseq != r.dseq+1 || sseq < r.next {
 			// A delivery was lost (or is out of place): read again from
 			// after the last good one with a new consumer.
 			r.drop()
 			return msgs, nil
 		}
-		r.dseq, r.next = meta.Sequence.Consumer, meta.Sequence.Stream+1
+		r.dseq, r.next = dseq, sseq+1
 		msgs = append(msgs, m)
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -255,11 +255,8 @@ func (s *Sink) decodeWith(d *decoder, msgs []jetstream.Msg) decoded {
 }
 
 func streamSeq(m jetstream.Msg) uint64 {
-	meta, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return meta.Sequence.Stream
+	seq, _, _ := ackSeqs(m.Reply())
+	return seq
 }
 
 // eventKey is an event's identity (usagestore.ID) with the edge instance's

@@ -1,0 +1,29 @@
+package sink
+
+import "testing"
+
+func TestAckSeqs(t *testing.T) {
+	for _, tc := range []struct {
+		reply            string
+		stream, consumer uint64
+		ok               bool
+	}{
+		{"$JS.ACK.USAGE.sink_1.1.4107.12.1732435200000000000.99", 4107, 12, true},                           // v1
+		{"$JS.ACK._.ABCDEF.USAGE.sink_1.1.4107.12.1732435200000000000.99.x7Yq", 4107, 12, true},             // v2
+		{"$JS.ACK.hub.ABCDEF.USAGE.sink_1.2.18446744073709551615.1.17324.0", 18446744073709551615, 1, true}, // v2 without the last token
+		{"$JS.ACK._.ABCDEF.USAGE.sink_1.1.5.6.7.8.tok.more", 5, 6, true},                                    // more tokens
+		{"$JS.ACK.USAGE.sink_1.1.x4.12.1.0", 0, 12, true},                                                   // not a number: 0, as Metadata
+		{"$JS.ACK.USAGE.sink_1.1.5.6.7", 0, 0, false},                                                       // 7 tokens
+		{"$JS.ACK._.H.USAGE.sink.1.5.6.7", 0, 0, false},                                                     // 10 tokens
+		{"_INBOX.abc.1.2.3.4.5.6.7", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		s, c, ok := ackSeqs(tc.reply)
+		if s != tc.stream || c != tc.consumer || ok != tc.ok {
+			t.Errorf("ackSeqs(%q) = %d, %d, %v; want %d, %d, %v", tc.reply, s, c, ok, tc.stream, tc.consumer, tc.ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ackSeqs("$JS.ACK._.ABCDEF.USAGE.sink_1.1.4107.12.1732435200000000000.99.x7Yq") }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
