@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -100,6 +101,14 @@ func TestMigrateMovesIdentitiesToUsageIDs(t *testing.T) {
 	}
 	if len(found) != len(evs) || found[ids[len(ids)-1]] {
 		t.Errorf("after the migration %d identities found, want the %d stored", len(found), len(evs))
+	}
+	// Every pair stored before gets its highest sequence as its watermark.
+	marks, err := w.Watermarks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[Pair]uint64{{"e1", 0}: 498, {"e1", 1}: 499, {"e1", 2}: 500}; !maps.Equal(marks, want) {
+		t.Errorf("watermarks after the migration = %v, want %v", marks, want)
 	}
 	// New inserts reach usage_ids through its view.
 	more := testEvents(501, 10, time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC))
@@ -416,4 +425,26 @@ func TestStoredManyEdges(t *testing.T) {
 		t.Fatalf("repair = %+v, %v", res, err)
 	}
 	checkExact(t, conn, evs)
+}
+
+func TestWatermarksKeepTheHighest(t *testing.T) {
+	conn := openTest(t)
+	ctx := testCtx(t)
+	w := NewWriter(conn, "marks", WriterOptions{})
+	for _, m := range []map[Pair]uint64{
+		{{"e1", 0}: 10, {"e1", 1}: 5},
+		{{"e1", 0}: 7, {"e2", 3}: 1}, // a lower mark changes nothing
+		{{"e1", 1}: 9},
+	} {
+		if err := w.RaiseWatermarks(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := w.Watermarks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[Pair]uint64{{"e1", 0}: 10, {"e1", 1}: 9, {"e2", 3}: 1}; !maps.Equal(got, want) {
+		t.Errorf("watermarks = %v, want %v", got, want)
+	}
 }

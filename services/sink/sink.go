@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"math"
 	"sync/atomic"
 	"time"
@@ -32,7 +33,10 @@ import (
 //     forever identity, edge instance, partition and sequence): a
 //     re-published event, e.g. an edge's spool replayed after the bus's
 //     2-minute de-duplication window, is dropped here; so is a copy of an
-//     event of the batch before that is fresh there (see "Looking up ahead");
+//     event of the batch before that is fresh there (see "Looking up ahead").
+//     Only events at or below their pair's watermark are looked up (see
+//     "Watermarks");
+//  1b. raise the watermarks of the batch's pairs in sink_watermarks;
 //  2. record the batch (its stream range) in sink_batches;
 //  3. insert the new events into usage_events, as one block: materialized
 //     views sum them into usage_hourly and copy their identities into
@@ -80,10 +84,25 @@ import (
 // the writer's steps are; a repair waits for a look-up still running (it
 // waits for every statement of the consumer), which ends by its deadline.
 
+// Watermarks. An edge numbers each partition's events 1, 2, 3, ..., and
+// they mostly arrive in that order, so the look-up of step 1 almost always
+// answers "none stored". sink_watermarks keeps, per (edge instance,
+// partition), a sequence that no stored event is above: the writer records
+// it (step 1b) before it inserts, so after a crash it may be above what is
+// stored, never below; migration 0006 gave the pairs stored before it their
+// highest sequence. The checker reads them at start and raises its own copy
+// with every batch it hands over; an event above its pair's mark (or of a
+// pair without one) cannot be stored, nor be in the batch in flight, and is
+// kept without a look-up. Only events at or below the mark (a spool
+// replayed late, copies, events out of order) are looked up. The writer's
+// marks lag the checker's by at most the batch in flight, which the writer
+// records before inserting it.
+
 // Stats are counters for logs and tests.
 type Stats struct {
 	Events     atomic.Uint64 // inserted into usage_events
 	Duplicates atomic.Uint64 // dropped because already stored (or being stored, by the batch before)
+	LookedUp   atomic.Uint64 // events at or below their pair's watermark, looked up in usage_ids
 	Invalid    atomic.Uint64 // messages that are not usage events
 	Batches    atomic.Uint64
 	Repairs    atomic.Uint64
@@ -98,6 +117,9 @@ type Sink struct {
 	nextID uint64
 	stats  Stats
 	hist   histograms
+	// recorded are the watermarks in sink_watermarks, as far as this run
+	// knows (the writer's; the checker has its own, ahead of these).
+	recorded map[usagestore.Pair]uint64
 	// fault, in tests, is called after each step of a batch; an error
 	// stops the sink there, as a crash would (errInjectedWriteError after
 	// "inserted" makes the insert look failed instead).
@@ -141,6 +163,15 @@ func (s *Sink) run(ctx context.Context) error {
 	if err != nil {
 		return ignoreCancel(err)
 	}
+	var marks map[usagestore.Pair]uint64
+	err = s.retry(work, "read the watermarks", func(ctx context.Context) (err error) {
+		marks, err = s.w.Watermarks(ctx)
+		return err
+	})
+	if err != nil {
+		return ignoreCancel(err)
+	}
+	s.recorded = maps.Clone(marks) // the writer's; the checker raises marks as it goes
 	r := s.newReader(start)
 	s.log.Info("sink reading usage events", "from_seq", max(start, 1), "consumer", s.cfg.Consumer)
 
@@ -155,7 +186,7 @@ func (s *Sink) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(checkedBatches)
-		s.check(readCtx, batches, checkedBatches)
+		s.check(readCtx, marks, batches, checkedBatches)
 	}()
 	for b := range checkedBatches {
 		if ctx.Err() != nil {
@@ -201,10 +232,10 @@ type checked struct {
 // batch only once it has completely written the one before: then, when
 // check looks up a batch, the only batch that may be in flight is the one it
 // handed over last (see "Looking up ahead" at the top).
-func (s *Sink) check(ctx context.Context, in <-chan decoded, out chan<- checked) {
+func (s *Sink) check(ctx context.Context, marks map[usagestore.Pair]uint64, in <-chan decoded, out chan<- checked) {
 	var pending inFlight // the fresh events of the batch handed over last
 	for b := range in {  // closed by the reader when ctx ends
-		c, err := s.lookup(ctx, b, &pending)
+		c, err := s.lookup(ctx, b, marks, &pending)
 		if err != nil {
 			return // ctx ended
 		}
@@ -214,29 +245,54 @@ func (s *Sink) check(ctx context.Context, in <-chan decoded, out chan<- checked)
 			return
 		}
 		pending.reset(c.fresh)
+		raise(marks, c.fresh) // the writer records them before it inserts
+	}
+}
+
+// raise raises marks to the sequences of evs.
+func raise(marks map[usagestore.Pair]uint64, evs []usagestore.Event) {
+	for i := range evs {
+		p := usagestore.Pair{Edge: evs[i].EdgeInstance, Partition: evs[i].Partition}
+		if m, ok := marks[p]; !ok || evs[i].Sequence > m {
+			marks[p] = evs[i].Sequence
+		}
 	}
 }
 
 // lookup drops from b's events those stored already and those among
-// pending (fresh in the batch being written), and returns the others.
-func (s *Sink) lookup(ctx context.Context, b decoded, pending *inFlight) (checked, error) {
+// pending (fresh in the batch being written), and returns the others. Only
+// events at or below their pair's watermark can be either: marks holds the
+// watermarks recorded before this run and the sequences of every batch this
+// run has handed to the writer, pending's included; the others are new
+// without a look-up (see "Watermarks" at the top).
+func (s *Sink) lookup(ctx context.Context, b decoded, marks map[usagestore.Pair]uint64, pending *inFlight) (checked, error) {
 	began := time.Now()
 	evs := b.events
-	ids := make([]usagestore.ID, len(evs))
+	var ask []usagestore.ID
 	for i := range evs {
-		ids[i] = evs[i].ID()
+		if m, ok := marks[usagestore.Pair{Edge: evs[i].EdgeInstance, Partition: evs[i].Partition}]; ok && evs[i].Sequence <= m {
+			ask = append(ask, evs[i].ID())
+		}
 	}
 	var stored map[usagestore.ID]bool
-	err := s.retry(ctx, "look up stored events", func(ctx context.Context) (err error) {
-		stored, err = s.w.Stored(ctx, ids)
-		return err
-	})
-	if err != nil {
-		return checked{}, err
+	if len(ask) > 0 {
+		err := s.retry(ctx, "look up stored events", func(ctx context.Context) (err error) {
+			stored, err = s.w.Stored(ctx, ask)
+			return err
+		})
+		if err != nil {
+			return checked{}, err
+		}
+		s.stats.LookedUp.Add(uint64(len(ask)))
 	}
 	fresh := evs[:0]
 	for i := range evs {
-		if !stored[ids[i]] && !pending.has(ids[i]) {
+		if len(ask) == 0 {
+			fresh = append(fresh, evs[i])
+			continue
+		}
+		id := evs[i].ID()
+		if !stored[id] && !pending.has(id) {
 			fresh = append(fresh, evs[i])
 		}
 	}
@@ -248,6 +304,12 @@ func (s *Sink) process(ctx context.Context, c checked) error {
 	began := time.Now()
 	fresh, from, to := c.fresh, c.from, c.to
 	s.stats.Duplicates.Add(uint64(c.duplicates))
+	if up := s.marksToRecord(fresh); len(up) > 0 {
+		if err := s.retry(ctx, "record watermarks", func(ctx context.Context) error { return s.w.RaiseWatermarks(ctx, up) }); err != nil {
+			return err
+		}
+		maps.Copy(s.recorded, up)
+	}
 	b := usagestore.Batch{ID: s.nextID, SeqFrom: from, SeqTo: to, Events: len(fresh)}
 	if err := s.retry(ctx, "record batch", func(ctx context.Context) error { return s.w.BeginBatch(ctx, b) }); err != nil {
 		return err
@@ -369,6 +431,18 @@ func (f *inFlight) has(id usagestore.ID) bool {
 	}
 	_, ok := f.ids[id]
 	return ok
+}
+
+// marksToRecord returns the watermarks evs raise above those recorded.
+func (s *Sink) marksToRecord(evs []usagestore.Event) map[usagestore.Pair]uint64 {
+	up := map[usagestore.Pair]uint64{}
+	for i := range evs {
+		p := usagestore.Pair{Edge: evs[i].EdgeInstance, Partition: evs[i].Partition}
+		if m, ok := s.recorded[p]; (!ok || evs[i].Sequence > m) && evs[i].Sequence > up[p] {
+			up[p] = evs[i].Sequence
+		}
+	}
+	return up
 }
 
 // newest is the time of the latest event of evs.
