@@ -50,12 +50,14 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		s := startSink(b, cfg) // connects and migrates before it returns
 		stopProfile := profileFrom(b, os.Getenv("TOLLGATE_BENCH_CPUPROFILE"))
 		machine0, self0 := machineCPU(), selfCPU()
+		nats0, ch0 := natsCPU(), clickhouseCPU()
 		began := time.Now()
 		for s.srv.Sink().Stats().Events.Load() < events {
 			time.Sleep(10 * time.Millisecond)
 		}
 		took := time.Since(began)
 		machine, self := machineCPU()-machine0, selfCPU()-self0
+		natsUsed, chUsed := natsCPU()-nats0, clickhouseCPU()-ch0
 		stopProfile()
 		if err := s.stop(); err != nil {
 			b.Fatal(err)
@@ -69,6 +71,9 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		// and NATS included) and this process's (the sink).
 		b.ReportMetric(machine.Seconds()*1e6/events, "machine-cpu-s/M")
 		b.ReportMetric(self.Seconds()*1e6/events, "sink-cpu-s/M")
+		// NATS's (0 when it runs in this process) and ClickHouse's.
+		b.ReportMetric(natsUsed.Seconds()*1e6/events, "nats-cpu-s/M")
+		b.ReportMetric(chUsed.Seconds()*1e6/events, "clickhouse-cpu-s/M")
 		b.ReportMetric(float64(s.srv.Sink().Stats().Batches.Load()), "batches")
 	}
 }
@@ -116,6 +121,52 @@ func machineCPU() time.Duration {
 		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// natsCPU is the CPU time the NATS server has used when it runs in a process
+// of its own: a child of this one that is not ClickHouse.
+func natsCPU() time.Duration {
+	ppid := strconv.Itoa(os.Getpid())
+	return procCPU(func(stat []string, cmdline string) bool {
+		return stat[1] == ppid && !strings.Contains(cmdline, "clickhouse")
+	})
+}
+
+// clickhouseCPU is the CPU time the ClickHouse servers have used.
+func clickhouseCPU() time.Duration {
+	return procCPU(func(_ []string, cmdline string) bool { return strings.Contains(cmdline, "clickhouse") })
+}
+
+// procCPU sums utime and stime of the processes that match, from
+// /proc/<pid>/stat; match gets the fields after the command's name (state,
+// ppid, ...) and the command line.
+func procCPU(match func(stat []string, cmdline string) bool) time.Duration {
+	dirs, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, d := range dirs {
+		pid := d.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command's name is in parentheses and may hold spaces.
+		i := strings.LastIndexByte(string(data), ')')
+		if i < 0 {
+			continue
+		}
+		stat := strings.Fields(string(data[i+1:]))
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		if len(stat) < 13 || !match(stat, string(cmdline)) {
+			continue
+		}
+		utime, _ := strconv.ParseInt(stat[11], 10, 64)
+		stime, _ := strconv.ParseInt(stat[12], 10, 64)
+		ticks += utime + stime
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // selfCPU is the CPU time this process has used.
