@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkInsert measures Writer.Insert (usage_events, and through the
-// materialized views the hourly rollup and usage_ids), in batches of
+// materialized view the hourly rollup), in batches of
 // 50,000 events of one hour.
 //
 //	go test -run '^$' -bench Insert -benchtime 20x ./pkg/usagestore/

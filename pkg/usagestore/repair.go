@@ -24,9 +24,9 @@ var longQuery = clickhouse.Settings{"max_query_size": 64 << 20, "max_ast_element
 
 // Repair brings the database to "each of events is stored exactly once",
 // whatever earlier attempts to write them did: nothing, everything, or part
-// (an INSERT writes one part per day, then the materialized views write the
-// rollup and the identities, each on its own, so a crash, a server error or a
-// lost connection can leave any subset, and the client may not learn which). It is the other half of the sink's exactly-once protocol: the
+// (an INSERT writes one part per day, then the materialized view writes the
+// rollup, each on its own, so a crash, a server error or a lost connection
+// can leave any subset, and the client may not learn which). It is the other half of the sink's exactly-once protocol: the
 // sink calls it for a batch whose insert failed, and at start for its last
 // recorded batch, whose outcome it cannot know.
 //
@@ -35,8 +35,7 @@ var longQuery = clickhouse.Settings{"max_query_size": 64 << 20, "max_ast_element
 //  1. wait until no statement of this consumer is running (an abandoned
 //     INSERT may still be writing, and would be counted after the repair);
 //  2. insert the events that usage_events lacks (usage_events is the truth);
-//  3. record every identity in usage_ids (presence only: twice is harmless);
-//  4. for every rollup group the events touch, insert the difference between
+//  3. for every rollup group the events touch, insert the difference between
 //     what usage_events sums to and what usage_hourly holds. SummingMergeTree
 //     adds the correction in, whether the view wrote the group zero, one or
 //     two times.
@@ -51,9 +50,9 @@ func (w *Writer) Repair(ctx context.Context, events []Event) (RepairResult, erro
 	if err := w.waitIdle(ctx); err != nil {
 		return res, err
 	}
-	present, err := w.present(ctx, events)
+	present, err := w.stored(ctx, "present", events)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("repair: %w", err)
 	}
 	var missing []Event
 	for _, e := range events {
@@ -65,9 +64,6 @@ func (w *Writer) Repair(ctx context.Context, events []Event) (RepairResult, erro
 		return res, fmt.Errorf("repair: %w", err)
 	}
 	res.Inserted = len(missing)
-	if err := w.MarkStored(ctx, events); err != nil {
-		return res, fmt.Errorf("repair: %w", err)
-	}
 	if res.Corrected, err = w.reconcileRollup(ctx, events); err != nil {
 		return res, err
 	}
@@ -138,24 +134,6 @@ func scopeOf(events []Event) scope {
 		}
 	}
 	return s
-}
-
-// present reports which events usage_events holds, looking only where they
-// would be (their accounts, keys and time range, through the primary key).
-func (w *Writer) present(ctx context.Context, events []Event) (map[ID]bool, error) {
-	s := scopeOf(events)
-	ids := make([]ID, len(events))
-	for i := range events {
-		ids[i] = events[i].ID()
-	}
-	found := map[ID]bool{}
-	err := w.scanIDs(ctx, "present", ids, `SELECT edge_instance, usage_partition, sequence FROM usage_events
-WHERE account IN ? AND key_id IN ? AND occurred_at >= ? AND occurred_at <= ? AND `+inBatchIDs,
-		[]any{clickhouse.GroupSet{Value: s.accounts}, clickhouse.GroupSet{Value: s.keys}, s.from, s.to}, func(id ID) { found[id] = true })
-	if err != nil {
-		return nil, fmt.Errorf("repair: find stored events: %w", err)
-	}
-	return found, nil
 }
 
 // group is one row of usage_hourly's key.

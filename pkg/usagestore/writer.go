@@ -116,9 +116,9 @@ const eventColumns = `account, key_id, occurred_at, edge_instance, usage_partiti
     input_tokens, output_tokens, cost, request_bytes, response_bytes, status, latency_us, streamed, estimated`
 
 // Insert writes events into usage_events as one block, so the server writes
-// them as one part per day they fall on, and the materialized views write
-// the rollup and the identities (usage_ids). An error means the outcome is
-// unknown, for each of the three tables: the caller must Repair.
+// them as one part per day they fall on, and the materialized view writes
+// the rollup. An error means the outcome is unknown, for each of the two
+// tables: the caller must Repair.
 func (w *Writer) Insert(ctx context.Context, events []Event) error {
 	for _, chunk := range byDays(events, maxDaysPerInsert) {
 		if err := w.insert(ctx, chunk); err != nil {
@@ -217,44 +217,27 @@ func b2u(b bool) uint8 {
 	return 0
 }
 
-// MarkStored records the identities of events that are in usage_events.
-// Insert does that through a view; Repair does it itself, since the view may
-// not have run. Calling it twice for an event is harmless.
-func (w *Writer) MarkStored(ctx context.Context, events []Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	ctx, cancel := w.queryCtx(ctx, "seen", nil)
-	defer cancel()
-	batch, err := w.conn.PrepareBatch(ctx, "INSERT INTO usage_ids (edge_instance, usage_partition, sequence, occurred_at)")
-	if err != nil {
-		return fmt.Errorf("record stored events: %w", err)
-	}
-	defer batch.Abort()
-	n := len(events)
-	edge, part, seq, at := make([]string, n), make([]uint32, n), make([]uint64, n), make([]time.Time, n)
-	for i := range events {
-		edge[i], part[i], seq[i], at[i] = events[i].EdgeInstance, events[i].Partition, events[i].Sequence, events[i].OccurredAt
-	}
-	for i, c := range []any{edge, part, seq, at} {
-		if err := batch.Column(i).Append(c); err != nil {
-			return fmt.Errorf("record stored events: column %d: %w", i, err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("record %d stored events: %w", len(events), err)
-	}
-	return nil
+// Stored reports which of events usage_events holds, by identity. It looks
+// only where they would be: their accounts, keys and time range, through the
+// primary key (a re-published event carries the same account, key and time
+// as the stored one).
+func (w *Writer) Stored(ctx context.Context, events []Event) (map[ID]bool, error) {
+	return w.stored(ctx, "lookup", events)
 }
 
-// Stored reports which of ids usage_ids holds.
-func (w *Writer) Stored(ctx context.Context, ids []ID) (map[ID]bool, error) {
+func (w *Writer) stored(ctx context.Context, kind string, events []Event) (map[ID]bool, error) {
 	found := map[ID]bool{}
-	if len(ids) == 0 {
+	if len(events) == 0 {
 		return found, nil
 	}
-	err := w.scanIDs(ctx, "lookup", ids, "SELECT edge_instance, usage_partition, sequence FROM usage_ids WHERE "+inBatchIDs, nil,
-		func(id ID) { found[id] = true })
+	s := scopeOf(events)
+	ids := make([]ID, len(events))
+	for i := range events {
+		ids[i] = events[i].ID()
+	}
+	err := w.scanIDs(ctx, kind, ids, `SELECT edge_instance, usage_partition, sequence FROM usage_events
+WHERE account IN ? AND key_id IN ? AND occurred_at >= ? AND occurred_at <= ? AND `+inBatchIDs,
+		[]any{clickhouse.GroupSet{Value: s.accounts}, clickhouse.GroupSet{Value: s.keys}, s.from, s.to}, func(id ID) { found[id] = true })
 	if err != nil {
 		return nil, fmt.Errorf("look up stored events: %w", err)
 	}
@@ -262,9 +245,8 @@ func (w *Writer) Stored(ctx context.Context, ids []ID) (map[ID]bool, error) {
 }
 
 // inBatchIDs is the condition "the row's identity is one of ids", with ids
-// sent along with the query as an external table (scanIDs). ClickHouse
-// selects the granules through the primary key of usage_ids from the set, as
-// it would from sequence ranges, and tests each row with one hash look-up.
+// sent along with the query as an external table (scanIDs): ClickHouse tests
+// each row with one hash look-up.
 // (Conditions of the form "edge = ? AND partition = ? AND sequence BETWEEN ?
 // AND ?", one per run of sequences, were tried first: with a hundred runs in
 // a batch, the condition alone cost ClickHouse 40 ms to analyse and every

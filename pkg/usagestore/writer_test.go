@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,8 +52,9 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 }
 
 // A database made by an earlier version, with identities in usage_seen, is
-// migrated to usage_ids without losing one, and a look-up finds them there.
-func TestMigrateMovesIdentitiesToUsageIDs(t *testing.T) {
+// migrated through usage_ids (4 to 6) to none (7): the events stored before
+// are still found by a look-up, and their pairs have watermarks.
+func TestMigrateFromVersion3(t *testing.T) {
 	addr, db := testenv.ClickHouse(t)
 	ctx := testCtx(t)
 	conn, err := Open(ctx, fmt.Sprintf("clickhouse://%s/%s", addr, db))
@@ -87,19 +89,16 @@ func TestMigrateMovesIdentitiesToUsageIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE 'usage_seen%'").Scan(&seen); err != nil || seen != 0 {
-		t.Errorf("usage_seen tables left: %d (%v)", seen, err)
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND (name LIKE 'usage_seen%' OR name LIKE 'usage_ids%')").Scan(&seen); err != nil || seen != 0 {
+		t.Errorf("usage_seen and usage_ids tables left: %d (%v)", seen, err)
 	}
-	ids := make([]ID, 0, len(evs)+1)
-	for i := range evs {
-		ids = append(ids, evs[i].ID())
-	}
-	ids = append(ids, ID{Edge: "e1", Partition: 0, Seq: 100_000}) // never stored
-	found, err := w.Stored(ctx, ids)
+	never := evs[0]
+	never.Sequence = 100_000
+	found, err := w.Stored(ctx, append(evs[:len(evs):len(evs)], never))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(found) != len(evs) || found[ids[len(ids)-1]] {
+	if len(found) != len(evs) || found[never.ID()] {
 		t.Errorf("after the migration %d identities found, want the %d stored", len(found), len(evs))
 	}
 	// Every pair stored before gets its highest sequence as its watermark.
@@ -110,7 +109,6 @@ func TestMigrateMovesIdentitiesToUsageIDs(t *testing.T) {
 	if want := map[Pair]uint64{{"e1", 0}: 498, {"e1", 1}: 499, {"e1", 2}: 500}; !maps.Equal(marks, want) {
 		t.Errorf("watermarks after the migration = %v, want %v", marks, want)
 	}
-	// New inserts reach usage_ids through its view.
 	more := testEvents(501, 10, time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC))
 	if err := w.Insert(ctx, more); err != nil {
 		t.Fatal(err)
@@ -138,14 +136,13 @@ func sumsOf(evs []Event) sums {
 	return s
 }
 
-// checkExact fails unless usage_events, usage_hourly and usage_ids hold
-// exactly evs.
+// checkExact fails unless usage_events and usage_hourly hold exactly evs.
 func checkExact(t *testing.T, conn driver.Conn, evs []Event) {
 	t.Helper()
 	ctx := testCtx(t)
 	want := sumsOf(evs)
 	var events, rollup sums
-	var rows, distinct, seen uint64
+	var rows, distinct uint64
 	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(edge_instance, usage_partition, sequence), sum(input_tokens), sum(output_tokens), sum(cost) FROM usage_events").
 		Scan(&rows, &distinct, &events.in, &events.out, &events.cost); err != nil {
 		t.Fatal(err)
@@ -175,12 +172,6 @@ SELECT account, key_id, model, service, hour, sum(r) AS dr, sum(c) AS dc FROM (
 	if off != 0 {
 		t.Errorf("%d rollup groups differ from the events", off)
 	}
-	if err := conn.QueryRow(ctx, "SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_ids").Scan(&seen); err != nil {
-		t.Fatal(err)
-	}
-	if seen != uint64(len(evs)) {
-		t.Errorf("usage_ids: %d identities, want %d", seen, len(evs))
-	}
 }
 
 var jan = time.Date(2025, 1, 31, 20, 0, 0, 0, time.UTC) // 300 events a minute apart reach February
@@ -201,15 +192,6 @@ func TestRepair(t *testing.T) {
 	}, {
 		name: "everything written",
 		before: func(ctx context.Context, w *Writer, _ driver.Conn, evs []Event) error {
-			return w.Insert(ctx, evs)
-		},
-	}, {
-		name: "rows and rollup written, identities not",
-		before: func(ctx context.Context, w *Writer, conn driver.Conn, evs []Event) error {
-			if err := conn.Exec(ctx, "DETACH TABLE usage_ids_mv"); err != nil {
-				return err
-			}
-			defer conn.Exec(ctx, "ATTACH TABLE usage_ids_mv")
 			return w.Insert(ctx, evs)
 		},
 	}, {
@@ -306,19 +288,24 @@ func TestStored(t *testing.T) {
 	ctx := testCtx(t)
 	w := NewWriter(conn, "c1", WriterOptions{})
 	evs := testEvents(1, 100, jan)
-	if err := w.MarkStored(ctx, append(evs[:10:10], evs[20:30]...)); err != nil {
+	if err := w.Insert(ctx, append(evs[:10:10], evs[20:30]...)); err != nil {
 		t.Fatal(err)
 	}
-	var ids []ID
-	for _, e := range evs[5:25] {
-		ids = append(ids, e.ID())
-	}
-	ids = append(ids, ID{"other", 0, 3}, ID{"e1", 9, 6}) // another edge; another partition
-	got, err := w.Stored(ctx, ids)
+	ask := slices.Clone(evs[5:25])
+	// The identity of a stored event on another edge, in another
+	// partition: not stored.
+	otherEdge, otherPartition := evs[6], evs[7]
+	otherEdge.EdgeInstance, otherPartition.Partition = "other", 9
+	ask = append(ask, otherEdge, otherPartition)
+	got, err := w.Stored(ctx, ask)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 10 || !got[evs[5].ID()] || !got[evs[24].ID()] || got[evs[10].ID()] {
+	want := map[ID]bool{}
+	for _, e := range append(evs[5:10:10], evs[20:25]...) {
+		want[e.ID()] = true
+	}
+	if !maps.Equal(got, want) {
 		t.Errorf("stored = %v, want e1 6..10 and 21..25", got)
 	}
 }
@@ -387,7 +374,7 @@ func TestIdentityIncludesPartition(t *testing.T) {
 	if err := w.Insert(ctx, evs[:1]); err != nil {
 		t.Fatal(err)
 	}
-	stored, err := w.Stored(ctx, []ID{evs[0].ID(), evs[1].ID()})
+	stored, err := w.Stored(ctx, evs)
 	if err != nil || !stored[evs[0].ID()] || stored[evs[1].ID()] {
 		t.Fatalf("stored = %v, %v; want only partition 0's", stored, err)
 	}
@@ -413,11 +400,7 @@ func TestStoredManyEdges(t *testing.T) {
 	if err := w.Insert(ctx, evs[:1200]); err != nil {
 		t.Fatal(err)
 	}
-	ids := make([]ID, len(evs))
-	for i := range evs {
-		ids[i] = evs[i].ID()
-	}
-	got, err := w.Stored(ctx, ids)
+	got, err := w.Stored(ctx, evs)
 	if err != nil || len(got) != 1200 || !got[evs[1199].ID()] || got[evs[1200].ID()] {
 		t.Fatalf("stored: %d found, %v; want the first 1200", len(got), err)
 	}

@@ -19,7 +19,7 @@ import (
 var benchBase = time.Date(2025, 5, 14, 10, 0, 0, 0, time.UTC)
 
 // BenchmarkSinkThroughput measures events per second from the USAGE stream
-// into ClickHouse (usage_events, the hourly rollup and usage_ids), the
+// into ClickHouse (usage_events and the hourly rollup), the
 // batch size of the default configuration, with the stream filled first so
 // the sink is never waiting for events. NATS runs in a process of its own,
 // as in production (TOLLGATE_BENCH_NATS=embedded runs it in this one);

@@ -300,11 +300,4 @@ func waitStored(t testing.TB, conn driver.Conn, want totals, within time.Duratio
 	if rolled != want {
 		t.Errorf("usage_hourly: %v, want %v", rolled, want)
 	}
-	var seen uint64
-	if err := conn.QueryRow(ctx, `SELECT uniqExact(edge_instance, usage_partition, sequence) FROM usage_ids`).Scan(&seen); err != nil {
-		t.Fatal(err)
-	}
-	if seen != uint64(want.Requests) {
-		t.Errorf("usage_ids has %d identities, want %d", seen, want.Requests)
-	}
 }

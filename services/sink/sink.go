@@ -29,8 +29,8 @@ import (
 // that but costs about as much CPU as the delivery itself.
 //
 // Per batch (a contiguous range of stream sequences):
-//  1. look up which events are stored already (usage_ids, by the event's
-//     forever identity, edge instance, partition and sequence): a
+//  1. look up which events are stored already (in usage_events, by the
+//     event's forever identity, edge instance, partition and sequence): a
 //     re-published event, e.g. an edge's spool replayed after the bus's
 //     2-minute de-duplication window, is dropped here; so is a copy of an
 //     event of the batch before that is fresh there (see "Looking up ahead").
@@ -38,11 +38,10 @@ import (
 //     "Watermarks");
 //  1b. raise the watermarks of the batch's pairs in sink_watermarks;
 //  2. record the batch (its stream range) in sink_batches;
-//  3. insert the new events into usage_events, as one block: materialized
-//     views sum them into usage_hourly and copy their identities into
-//     usage_ids;
-//  4. if 3 failed, its outcome is unknown (the rows, the rollup, the
-//     identities may each be written or not): Writer.Repair compares each
+//  3. insert the new events into usage_events, as one block: a
+//     materialized view sums them into usage_hourly;
+//  4. if 3 failed, its outcome is unknown (the rows of each day and the
+//     rollup may each be written or not): Writer.Repair compares each
 //     with the truth and writes only the difference, retried until it
 //     succeeds.
 //
@@ -64,7 +63,7 @@ import (
 //     before (written, or repaired), so the hand-over of N happens after
 //     N-1 is complete in ClickHouse;
 //   - the checker looks N+1 up only after that hand-over, so every batch
-//     before N is then complete and visible in usage_ids; the only batch
+//     before N is then complete and visible in usage_events; the only batch
 //     that may be in flight is N, whose fresh events the checker still has
 //     in memory (inFlight): it drops from N+1 every event stored already
 //     or among them (by identity; whatever the look-up saw of N is among
@@ -102,7 +101,7 @@ import (
 type Stats struct {
 	Events     atomic.Uint64 // inserted into usage_events
 	Duplicates atomic.Uint64 // dropped because already stored (or being stored, by the batch before)
-	LookedUp   atomic.Uint64 // events at or below their pair's watermark, looked up in usage_ids
+	LookedUp   atomic.Uint64 // events at or below their pair's watermark, looked up in usage_events
 	Invalid    atomic.Uint64 // messages that are not usage events
 	Batches    atomic.Uint64
 	Repairs    atomic.Uint64
@@ -268,10 +267,10 @@ func raise(marks map[usagestore.Pair]uint64, evs []usagestore.Event) {
 func (s *Sink) lookup(ctx context.Context, b decoded, marks map[usagestore.Pair]uint64, pending *inFlight) (checked, error) {
 	began := time.Now()
 	evs := b.events
-	var ask []usagestore.ID
+	var ask []usagestore.Event
 	for i := range evs {
 		if m, ok := marks[usagestore.Pair{Edge: evs[i].EdgeInstance, Partition: evs[i].Partition}]; ok && evs[i].Sequence <= m {
-			ask = append(ask, evs[i].ID())
+			ask = append(ask, evs[i])
 		}
 	}
 	var stored map[usagestore.ID]bool

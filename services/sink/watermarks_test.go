@@ -7,7 +7,9 @@ import (
 
 // New events (above their pair's watermark) are stored without a look-up;
 // after a restart, the watermarks read back from ClickHouse send copies of
-// stored events to the look-up, which drops them.
+// stored events to the look-up, which drops them; events that arrive after
+// later ones of their pair (a spool replayed late) are looked up, found
+// new, and stored.
 func TestSinkLooksUpOnlyBelowTheWatermarks(t *testing.T) {
 	natsURL, dsn, f := newEnv(t)
 	ctx := ctxFor(t, 2*time.Minute)
@@ -43,5 +45,37 @@ func TestSinkLooksUpOnlyBelowTheWatermarks(t *testing.T) {
 	if st.Events.Load() != 1000 || st.Duplicates.Load() != 500 || st.LookedUp.Load() != 500 {
 		t.Errorf("second run: %d stored, %d duplicates, %d looked up; want 1000, 500, 500",
 			st.Events.Load(), st.Duplicates.Load(), st.LookedUp.Load())
+	}
+
+	// Out of order: the later half of 400 events first, then the earlier.
+	late := f.make("edge-a", 400, base)
+	if err := f.publish(ctx, late[200:], true); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); st.Events.Load() < 1200 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := f.publish(ctx, late[:200], true); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, conn, f.wantTotals(), time.Minute)
+	// An earlier event is below its pair's mark if the later half has
+	// an event of its partition.
+	later := map[uint32]bool{}
+	for _, e := range late[200:] {
+		later[e.GetPartition()] = true
+	}
+	below := 0
+	for _, e := range late[:200] {
+		if later[e.GetPartition()] {
+			below++
+		}
+	}
+	if below == 0 {
+		t.Fatal("no event below a mark: the test tests nothing")
+	}
+	if st.Events.Load() != 1400 || st.Duplicates.Load() != 500 || st.LookedUp.Load() != uint64(500+below) {
+		t.Errorf("out of order: %d stored, %d duplicates, %d looked up; want 1400, 500, %d",
+			st.Events.Load(), st.Duplicates.Load(), st.LookedUp.Load(), 500+below)
 	}
 }
