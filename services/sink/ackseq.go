@@ -1,6 +1,9 @@
 package sink
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // ackSeqs reads a JetStream delivery's stream and consumer sequences from its
 // reply subject, as jetstream.Msg.Metadata does, without parsing the rest:
@@ -13,9 +16,21 @@ import "strings"
 //
 // ok is false for anything else, where Metadata would fail.
 func ackSeqs(reply string) (stream, consumer uint64, ok bool) {
+	m, ok := ackMeta(reply)
+	return m.stream, m.consumer, ok
+}
+
+// deliveryMeta is what the reader uses of a delivery's metadata.
+type deliveryMeta struct {
+	stream, consumer uint64
+	timestamp        time.Time // when the stream stored the message
+}
+
+// ackMeta reads a delivery's metadata from its reply subject (see ackSeqs).
+func ackMeta(reply string) (deliveryMeta, bool) {
 	const prefix = "$JS.ACK."
 	if !strings.HasPrefix(reply, prefix) {
-		return 0, 0, false
+		return deliveryMeta{}, false
 	}
 	var tokens [12]string
 	n, rest := 0, reply
@@ -32,16 +47,16 @@ func ackSeqs(reply string) (stream, consumer uint64, ok bool) {
 	if rest != "" { // more than 12 tokens: Metadata accepts them, as v2 with extra tokens
 		n = 12
 	}
-	var s, c string
+	var s, c, tm string
 	switch {
 	case n == 9:
-		s, c = tokens[5], tokens[6]
+		s, c, tm = tokens[5], tokens[6], tokens[7]
 	case n >= 11:
-		s, c = tokens[7], tokens[8]
+		s, c, tm = tokens[7], tokens[8], tokens[9]
 	default:
-		return 0, 0, false
+		return deliveryMeta{}, false
 	}
-	return parseNum(s), parseNum(c), true
+	return deliveryMeta{stream: parseNum(s), consumer: parseNum(c), timestamp: time.Unix(0, int64(parseNum(tm)))}, true
 }
 
 // parseNum is nats.go's: digits only, anything else is 0.

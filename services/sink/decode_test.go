@@ -9,7 +9,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -21,9 +21,9 @@ import (
 
 // toEvent is how the sink decoded a message before it had a decoder: the
 // reference the decoder must agree with.
-func toEvent(m jetstream.Msg) (usagestore.Event, error) {
+func toEvent(m *nats.Msg) (usagestore.Event, error) {
 	var ev eventsv1.UsageEvent
-	if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+	if err := proto.Unmarshal(m.Data, &ev); err != nil {
 		return usagestore.Event{}, err
 	}
 	e := usagestore.Event{
@@ -35,7 +35,7 @@ func toEvent(m jetstream.Msg) (usagestore.Event, error) {
 		Status: uint16(min(max(ev.GetStatus(), 0), 65535)), LatencyUS: ev.GetLatencyUs(),
 		Streamed: ev.GetStreamed(), Estimated: ev.GetEstimated(),
 	}
-	var meta *jetstream.MsgMetadata
+	var meta *nats.MsgMetadata
 	if ev.GetOccurredAt() == nil || e.EdgeInstance == "" {
 		var err error
 		if meta, err = m.Metadata(); err != nil {
@@ -53,38 +53,21 @@ func toEvent(m jetstream.Msg) (usagestore.Event, error) {
 	return e, nil
 }
 
-// testMsg is a stream message without a bus: only what decoding asks for.
-type testMsg struct {
-	jetstream.Msg
-	data []byte
-	meta *jetstream.MsgMetadata // nil: the metadata cannot be parsed
-}
-
-func (m testMsg) Data() []byte    { return m.data }
-func (m testMsg) Subject() string { return "tollgate.usage.0.acme.key_x" }
-
-// Reply is the reply subject a JetStream delivery of meta has.
-func (m testMsg) Reply() string {
-	if m.meta == nil {
-		return ""
+// msgAt is data as the stream's message seq, stored at a time in Berlin,
+// as a pull consumer delivers it. Its Sub is set so that nats.Msg.Metadata,
+// the reference, parses it.
+func msgAt(data []byte, seq uint64) *nats.Msg {
+	stored := time.Date(2025, 4, 1, 12, 0, 0, 5, time.FixedZone("CEST", 2*3600))
+	return &nats.Msg{
+		Subject: "tollgate.usage.0.acme.key_x", Data: data, Sub: &nats.Subscription{},
+		Reply: fmt.Sprintf("$JS.ACK._.HASH.USAGE.test.1.%d.%d.%d.0.tok", seq, seq, stored.UnixNano()),
 	}
-	return fmt.Sprintf("$JS.ACK._.HASH.USAGE.test.1.%d.%d.%d.0.tok", m.meta.Sequence.Stream, m.meta.Sequence.Consumer, m.meta.Timestamp.UnixNano())
 }
 
-func (m testMsg) Metadata() (*jetstream.MsgMetadata, error) {
-	if m.meta == nil {
-		return nil, errors.New("not a JetStream message")
-	}
-	return m.meta, nil
-}
-
-// msgAt is data as the stream's message seq, stored at a time in Berlin.
-func msgAt(data []byte, seq uint64) testMsg {
-	berlin := time.FixedZone("CEST", 2*3600)
-	return testMsg{data: data, meta: &jetstream.MsgMetadata{
-		Sequence:  jetstream.SequencePair{Stream: seq, Consumer: seq},
-		Timestamp: time.Date(2025, 4, 1, 12, 0, 0, 5, berlin),
-	}}
+// unbound is data in a message that did not come from a stream: without
+// metadata.
+func unbound(data []byte) *nats.Msg {
+	return &nats.Msg{Subject: "tollgate.usage.0.acme.key_x", Data: data}
 }
 
 func fullEvent() *eventsv1.UsageEvent {
@@ -132,19 +115,19 @@ var stale = usagestore.Event{
 
 // checkDecode decodes m with d and with the reference, and fails unless
 // both fail or both give the same event.
-func checkDecode(t *testing.T, d *decoder, m testMsg) (usagestore.Event, error) {
+func checkDecode(t *testing.T, d *decoder, m *nats.Msg) (usagestore.Event, error) {
 	t.Helper()
 	want, wantErr := toEvent(m)
 	got := stale
 	k, err := d.event(m, &got)
 	if (err != nil) != (wantErr != nil) {
-		t.Fatalf("decoder error %v, proto.Unmarshal error %v, for % x", err, wantErr, m.data)
+		t.Fatalf("decoder error %v, proto.Unmarshal error %v, for % x", err, wantErr, m.Data)
 	}
 	if err != nil {
 		return got, err
 	}
 	if got != want {
-		t.Fatalf("decoded\n%+v\nwant\n%+v\nfor % x", got, want, m.data)
+		t.Fatalf("decoded\n%+v\nwant\n%+v\nfor % x", got, want, m.Data)
 	}
 	if ref := d.edges[got.EdgeInstance]; ref.name != got.EdgeInstance || k != (eventKey{edge: ref.n, partition: got.Partition, seq: got.Sequence}) {
 		t.Fatalf("key %+v for %+v (edge numbered %d)", k, got, ref.n)
@@ -204,7 +187,7 @@ func TestDecodeAgreesWithProto(t *testing.T) {
 				t.Errorf("error %v, want error %v", err, tt.wantErr)
 			}
 			checkDecode(t, used, msgAt(tt.data, 7))
-			checkDecode(t, used, testMsg{data: tt.data}) // fails where the stream's metadata is needed
+			checkDecode(t, used, unbound(tt.data)) // fails where the stream's metadata is needed
 		})
 	}
 }
@@ -316,7 +299,7 @@ func TestDecodeBatch(t *testing.T) {
 	anon.EdgeInstance = ""
 	stamped := fullEvent()
 	stamped.EdgeInstance, stamped.Partition, stamped.Sequence = streamEdge, 0, 3
-	msgs := []jetstream.Msg{
+	msgs := []*nats.Msg{
 		msgAt(marshal(t, ev), 1), msgAt(marshal(t, other), 2), msgAt(marshal(t, anon), 3),
 		msgAt([]byte("\xff\xff"), 4), msgAt(marshal(t, replay), 5), msgAt(marshal(t, stamped), 6),
 	}
@@ -336,9 +319,9 @@ func TestDecodeBatch(t *testing.T) {
 }
 
 // realisticEvents are messages of events like edges publish.
-func realisticEvents(t testing.TB, n int) []jetstream.Msg {
+func realisticEvents(t testing.TB, n int) []*nats.Msg {
 	f := &feed{rng: rand.New(rand.NewPCG(1, 2)), seq: map[string]uint64{}, accounts: []string{"acme", "globex", "initech"}}
-	var out []jetstream.Msg
+	var out []*nats.Msg
 	for i, ev := range f.make("edge-a", n, base) {
 		out = append(out, msgAt(marshal(t, ev), uint64(i+1)))
 	}
@@ -347,7 +330,7 @@ func realisticEvents(t testing.TB, n int) []jetstream.Msg {
 
 func FuzzDecodeUsageEvent(f *testing.F) {
 	for _, m := range realisticEvents(f, 3) {
-		f.Add(m.Data())
+		f.Add(m.Data)
 	}
 	full := marshal(f, fullEvent())
 	f.Add(full)

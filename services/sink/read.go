@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate/tollgate/pkg/bus"
@@ -24,43 +25,86 @@ type decoded struct {
 
 // reader reads the USAGE stream in order and without gaps from a position:
 // the ordered consumer of the nats.go library does that too, but its
-// per-message iterator costs twice the CPU of Fetch, which is what this
-// machine's throughput depends on. It reads with Fetch from an ephemeral
-// consumer without acks, checks that every delivery follows the last
-// (consumer sequence +1), and on any gap or error starts a new consumer just
-// after the last message it returned. It is used by one goroutine.
+// per-message iterator costs twice the CPU of Fetch, and Fetch itself (a
+// goroutine that starts a timer, parses the metadata and passes each message
+// on through a second channel) costs a sixth of the sink's CPU, which is
+// what this machine's throughput depends on. So the reader makes its pulls
+// itself: an ephemeral consumer without acks, a subscription on an inbox of
+// its own for the consumer's deliveries, and a pull request per fetch
+// (the JetStream API's CONSUMER.MSG.NEXT). It checks that every delivery
+// follows the last (consumer sequence +1), and on any gap or error starts a
+// new consumer just after the last message it returned. It is used by one
+// goroutine.
 type reader struct {
+	nc       *nats.Conn
 	stream   jetstream.Stream
 	prefix   string        // of the consumers' names
 	inactive time.Duration // how soon the server drops an unused consumer
-	cons     jetstream.Consumer
+	cons     string        // the current consumer's name; "" when there is none
+	pull     string        // the subject of its pull requests
+	sub      *nats.Subscription
 	serial   int
 	next     uint64 // stream sequence of the next message wanted
 	dseq     uint64 // consumer sequence of the last message taken from cons
 }
 
 func (s *Sink) newReader(start uint64) *reader {
-	return &reader{stream: s.stream, prefix: s.cfg.Consumer + "-" + randomSuffix(), inactive: cmp.Or(s.inactive, 5*time.Minute), next: max(start, 1)}
+	return &reader{nc: s.nc, stream: s.stream, prefix: s.cfg.Consumer + "-" + randomSuffix(), inactive: cmp.Or(s.inactive, 5*time.Minute), next: max(start, 1)}
 }
 
+const (
+	// minPullWait is the shortest expiry a pull request is given.
+	minPullWait = 10 * time.Millisecond
+	// pullGrace is how long after its expiry the reader waits for the
+	// server's word that a pull has ended.
+	pullGrace = time.Second
+)
+
 // fetch returns up to n messages: as soon as it has n, or when wait is up
-// with fewer (JetStream holds a pull until it is filled or expires).
-func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]jetstream.Msg, error) {
-	if r.cons == nil {
+// with fewer (JetStream holds a pull until it is filled or expires, and
+// then says so with a status message).
+func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]*nats.Msg, error) {
+	if r.cons == "" {
 		if err := r.open(ctx); err != nil {
 			return nil, err
 		}
 	}
-	fctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := r.cons.Fetch(n, jetstream.FetchContext(fctx))
-	if err != nil {
+	wait = max(wait, minPullWait)
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, wait.Nanoseconds())
+	if err := r.nc.PublishRequest(r.pull, r.sub.Subject, req); err != nil {
 		r.drop()
-		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
+		return nil, fmt.Errorf("pull from %s: %w", bus.UsageStream, err)
 	}
-	msgs := make([]jetstream.Msg, 0, n)
-	for m := range batch.Messages() {
-		sseq, dseq, ok := ackSeqs(m.Reply())
+	fctx, cancel := context.WithTimeout(ctx, wait+pullGrace)
+	defer cancel()
+	msgs := make([]*nats.Msg, 0, n)
+	for len(msgs) < n {
+		m, err := r.sub.NextMsgWithContext(fctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return msgs, nil
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				break // the end of the pull was not heard of: verify below
+			}
+			r.drop() // no responders: the consumer is gone; or the connection
+			if len(msgs) > 0 {
+				return msgs, nil // good as far as they go
+			}
+			return nil, fmt.Errorf("pull from %s: %w", bus.UsageStream, err)
+		}
+		if len(m.Data) == 0 && m.Header.Get(statusHeader) != "" {
+			if end, err := r.status(m); err != nil {
+				if len(msgs) > 0 {
+					return msgs, nil
+				}
+				return nil, err
+			} else if end {
+				break
+			}
+			continue
+		}
+		sseq, dseq, ok := ackSeqs(m.Reply)
 		if !ok || dseq != r.dseq+1 || sseq < r.next {
 			// A delivery was lost (or is out of place): read again from
 			// after the last good one with a new consumer.
@@ -70,43 +114,64 @@ func (r *reader) fetch(ctx context.Context, n int, wait time.Duration) ([]jetstr
 		r.dseq, r.next = dseq, sseq+1
 		msgs = append(msgs, m)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		r.drop()
-		if len(msgs) > 0 {
-			return msgs, nil // good as far as they go
-		}
-		return nil, fmt.Errorf("fetch from %s: %w", bus.UsageStream, err)
-	}
 	if len(msgs) < n && ctx.Err() == nil {
 		r.verify(ctx)
 	}
 	return msgs, nil
 }
 
+// statusHeader holds the status code of a JetStream control message.
+const statusHeader = "Status"
+
+// status reads a control message on the deliveries' inbox: end is true when
+// it ends a pull (no messages, or the pull expired: "404", "408"), false
+// for one to ignore (an idle heartbeat, "100"). Anything else ("409": the
+// consumer was deleted, its leader changed, too many pulls waiting) is an
+// error, after which the reader starts a new consumer. The status of an
+// earlier pull that ended while nobody waited for it may end this one early:
+// a short batch, nothing more.
+func (r *reader) status(m *nats.Msg) (end bool, err error) {
+	switch code := m.Header.Get(statusHeader); code {
+	case "404", "408":
+		return true, nil
+	case "100":
+		return false, nil
+	default:
+		r.drop()
+		return true, fmt.Errorf("pull from %s: status %s %s", bus.UsageStream, code, m.Header.Get("Description"))
+	}
+}
+
 // verify, after a pull that came back short, asks the server how far the
-// consumer has delivered. A delivery that arrived after the pull's deadline
-// is lost, and only a later delivery would show the gap: at the end of the
-// traffic none comes, and the lost events would wait forever. It also notices
-// a consumer the server has dropped (unused for longer than its inactivity
-// limit, e.g. while ClickHouse was away), whose pulls go unanswered.
+// consumer has delivered. A delivery the client dropped (the subscription's
+// pending limit) is lost, and only a later delivery would show the gap: at
+// the end of the traffic none comes, and the lost events would wait forever.
+// It also notices a consumer the server has dropped (unused for longer than
+// its inactivity limit, e.g. while ClickHouse was away), whose pulls go
+// unanswered.
 func (r *reader) verify(ctx context.Context) {
-	if r.cons == nil {
+	if r.cons == "" {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := r.cons.Info(cctx)
+	cons, err := r.stream.Consumer(cctx, r.cons)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		r.cons = nil
+		r.drop()
 	case err != nil:
 		// The bus is away; the next pull fails and starts over.
-	case info.Delivered.Consumer > r.dseq:
+	default:
+		if waiting, _, err := r.sub.Pending(); err == nil && cons.CachedInfo().Delivered.Consumer <= r.dseq+uint64(waiting) {
+			return
+		}
+		// Delivered, but neither taken nor waiting in the subscription.
 		r.drop()
 	}
 }
 
-// open creates a consumer that delivers from r.next on.
+// open creates a consumer that delivers from r.next on, and subscribes to
+// its deliveries.
 func (r *reader) open(ctx context.Context) error {
 	r.serial++
 	cfg := jetstream.ConsumerConfig{
@@ -128,17 +193,27 @@ func (r *reader) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read %s from %d: %w", bus.UsageStream, r.next, err)
 	}
-	r.cons, r.dseq = cons, 0
+	sub, err := r.nc.SubscribeSync(r.nc.NewInbox())
+	if err != nil {
+		r.deleteConsumer(cfg.Name)
+		return fmt.Errorf("read %s from %d: %w", bus.UsageStream, r.next, err)
+	}
+	r.cons, r.sub, r.dseq = cfg.Name, sub, 0
+	r.pull = "$JS.API.CONSUMER.MSG.NEXT." + cons.CachedInfo().Stream + "." + cfg.Name
 	return nil
 }
 
 // drop forgets the current consumer (the server removes it once idle).
 func (r *reader) drop() {
-	if r.cons == nil {
+	if r.cons == "" {
 		return
 	}
-	name := r.cons.CachedInfo().Name
-	r.cons = nil
+	r.sub.Unsubscribe() //nolint:errcheck // the connection may be closed: then it is gone anyway
+	r.deleteConsumer(r.cons)
+	r.cons, r.sub = "", nil
+}
+
+func (r *reader) deleteConsumer(name string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -176,8 +251,8 @@ const fetchChunk = 10_000
 // for or expires, so each pull expires by the batch's deadline, and one that
 // comes back short means the stream is drained. While the bus is away it
 // keeps trying (the reader starts new consumers as needed).
-func (s *Sink) collect(ctx context.Context, r *reader) ([]jetstream.Msg, error) {
-	var msgs []jetstream.Msg
+func (s *Sink) collect(ctx context.Context, r *reader) ([]*nats.Msg, error) {
+	var msgs []*nats.Msg
 	var deadline time.Time
 	backoff := 100 * time.Millisecond
 	for len(msgs) < s.cfg.BatchSize {
@@ -222,11 +297,11 @@ func (s *Sink) collect(ctx context.Context, r *reader) ([]jetstream.Msg, error) 
 
 // decode turns messages, in stream order, into events. A message that is not
 // a usage event cannot be stored; it is logged and skipped.
-func (s *Sink) decode(msgs []jetstream.Msg) decoded { return s.decodeWith(newDecoder(), msgs) }
+func (s *Sink) decode(msgs []*nats.Msg) decoded { return s.decodeWith(newDecoder(), msgs) }
 
 // decodeWith is decode with d, which read keeps for all its batches: the
 // strings that repeat from one batch to the next are then made once.
-func (s *Sink) decodeWith(d *decoder, msgs []jetstream.Msg) decoded {
+func (s *Sink) decodeWith(d *decoder, msgs []*nats.Msg) decoded {
 	b := decoded{events: make([]usagestore.Event, 0, len(msgs))}
 	if len(msgs) == 0 {
 		return b
@@ -241,7 +316,7 @@ func (s *Sink) decodeWith(d *decoder, msgs []jetstream.Msg) decoded {
 		k, err := d.event(m, &e)
 		if err != nil {
 			s.stats.Invalid.Add(1)
-			s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject(), "err", err)
+			s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject, "err", err)
 			continue
 		}
 		if seen[k] {
@@ -254,8 +329,8 @@ func (s *Sink) decodeWith(d *decoder, msgs []jetstream.Msg) decoded {
 	return b
 }
 
-func streamSeq(m jetstream.Msg) uint64 {
-	seq, _, _ := ackSeqs(m.Reply())
+func streamSeq(m *nats.Msg) uint64 {
+	seq, _, _ := ackSeqs(m.Reply)
 	return seq
 }
 
@@ -270,25 +345,25 @@ type eventKey struct {
 const streamEdge = "stream:" + bus.UsageStream
 
 // event decodes one message into e and returns the event's identity.
-func (d *decoder) event(m jetstream.Msg, e *usagestore.Event) (eventKey, error) {
-	edge, hasTime, err := d.decode(m.Data(), e)
+func (d *decoder) event(m *nats.Msg, e *usagestore.Event) (eventKey, error) {
+	edge, hasTime, err := d.decode(m.Data, e)
 	if err != nil {
 		return eventKey{}, err
 	}
 	if !hasTime || e.EdgeInstance == "" {
-		meta, err := m.Metadata()
-		if err != nil {
-			return eventKey{}, fmt.Errorf("message metadata: %w", err)
+		meta, ok := ackMeta(m.Reply)
+		if !ok {
+			return eventKey{}, errors.New("message metadata: not a JetStream delivery")
 		}
 		if !hasTime {
-			e.OccurredAt = meta.Timestamp.UTC()
+			e.OccurredAt = meta.timestamp.UTC()
 		}
 		if e.EdgeInstance == "" {
 			// Edges always stamp an identity; without one, the message's own
 			// place in the stream is the best there is (it still makes reading
 			// that message again harmless).
 			e.EdgeInstance, edge, _ = d.internEdge([]byte(streamEdge)) // valid UTF-8
-			e.Partition, e.Sequence = 0, meta.Sequence.Stream
+			e.Partition, e.Sequence = 0, meta.stream
 		}
 	}
 	return eventKey{edge: edge, partition: e.Partition, seq: e.Sequence}, nil

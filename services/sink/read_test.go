@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate/tollgate/pkg/testenv"
@@ -25,7 +26,7 @@ func newTestReader(t *testing.T, n int) (*Sink, *reader) {
 	return s, s.newReader(1)
 }
 
-func seqs(msgs []jetstream.Msg) []uint64 {
+func seqs(msgs []*nats.Msg) []uint64 {
 	out := make([]uint64, len(msgs))
 	for i, m := range msgs {
 		out[i] = streamSeq(m)
@@ -33,11 +34,32 @@ func seqs(msgs []jetstream.Msg) []uint64 {
 	return out
 }
 
-// Deliveries lost at the end of the traffic (they reached the consumer's
-// pull after the reader gave up on it) are noticed without a later message
+// steal takes the next n deliveries of the reader's consumer with a pull of
+// another client, as if the reader had lost them.
+func steal(t *testing.T, s *Sink, r *reader, n int) {
+	t.Helper()
+	cons, err := s.stream.Consumer(ctxFor(t, 5*time.Second), r.cons)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen, err := cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for range stolen.Messages() {
+		got++
+	}
+	if got != n {
+		t.Fatalf("stole %d deliveries, want %d", got, n)
+	}
+}
+
+// Deliveries lost at the end of the traffic (delivered, but dropped on the
+// way: the subscription's pending limit) are noticed without a later message
 // to show the gap, and read again.
 func TestReaderRecoversDeliveriesLostAtTheTail(t *testing.T) {
-	_, r := newTestReader(t, 10)
+	s, r := newTestReader(t, 10)
 	ctx := ctxFor(t, time.Minute)
 	got, err := r.fetch(ctx, 7, time.Second)
 	if err != nil || len(got) != 7 {
@@ -45,13 +67,8 @@ func TestReaderRecoversDeliveriesLostAtTheTail(t *testing.T) {
 	}
 	// Someone else takes the last three deliveries of the reader's
 	// consumer, as a pull that expired on our side would lose them.
-	stolen, err := r.cons.Fetch(3, jetstream.FetchMaxWait(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range stolen.Messages() {
-	}
-	var rest []jetstream.Msg
+	steal(t, s, r, 3)
+	var rest []*nats.Msg
 	for range 3 {
 		more, err := r.fetch(ctx, 10, 200*time.Millisecond)
 		if err != nil {
@@ -67,17 +84,12 @@ func TestReaderRecoversDeliveriesLostAtTheTail(t *testing.T) {
 // A gap in the consumer's deliveries (one lost in the middle) makes the
 // reader start again after the last message it returned.
 func TestReaderRecoversAGap(t *testing.T) {
-	_, r := newTestReader(t, 10)
+	s, r := newTestReader(t, 10)
 	ctx := ctxFor(t, time.Minute)
 	if got, err := r.fetch(ctx, 2, time.Second); err != nil || len(got) != 2 {
 		t.Fatalf("first fetch: %v, %v", seqs(got), err)
 	}
-	stolen, err := r.cons.Fetch(1, jetstream.FetchMaxWait(time.Second)) // message 3
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range stolen.Messages() {
-	}
+	steal(t, s, r, 1) // message 3
 	var all []uint64
 	for len(all) < 8 {
 		got, err := r.fetch(ctx, 10, 200*time.Millisecond)
@@ -104,7 +116,7 @@ func TestReaderReplacesADroppedConsumer(t *testing.T) {
 	if got, err := r.fetch(ctx, 2, time.Second); err != nil || len(got) != 2 {
 		t.Fatalf("first fetch: %v, %v", seqs(got), err)
 	}
-	if err := s.stream.DeleteConsumer(context.Background(), r.cons.CachedInfo().Name); err != nil {
+	if err := s.stream.DeleteConsumer(context.Background(), r.cons); err != nil {
 		t.Fatal(err)
 	}
 	var all []uint64

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/usagestore"
@@ -64,10 +64,10 @@ func (s *Sink) repairOnce(ctx context.Context, b usagestore.Batch, evs []usagest
 
 // fetchRange reads the stream's messages from..to again (those still there:
 // limits may have removed old ones).
-func (s *Sink) fetchRange(ctx context.Context, from, to uint64) ([]jetstream.Msg, error) {
+func (s *Sink) fetchRange(ctx context.Context, from, to uint64) ([]*nats.Msg, error) {
 	r := s.newReader(from)
 	defer r.drop()
-	var msgs []jetstream.Msg
+	var msgs []*nats.Msg
 	for empty := 0; r.next <= to; {
 		got, err := r.fetch(ctx, min(int(to-r.next+1), fetchChunk), 2*time.Second)
 		if err != nil {

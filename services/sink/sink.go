@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tollgate/tollgate/pkg/bus"
@@ -111,6 +112,7 @@ type Stats struct {
 type Sink struct {
 	cfg    Config
 	log    *slog.Logger
+	nc     *nats.Conn
 	stream jetstream.Stream
 	w      *usagestore.Writer
 	nextID uint64
@@ -138,7 +140,7 @@ func newSink(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: cfg, log: log, stream: stream, hist: newHistograms(), fault: func(string) error { return nil }}, nil
+	return &Sink{cfg: cfg, log: log, nc: js.Conn(), stream: stream, hist: newHistograms(), fault: func(string) error { return nil }}, nil
 }
 
 // Stats are the sink's counters since it started.
