@@ -32,6 +32,7 @@ var (
 type decoder struct {
 	strs  map[string]string       // values of the string fields but edge_instance
 	edges map[string]internedEdge // the batch's edge instances
+	seen  map[eventKey]bool       // the batch's identities
 	// Of the event being decoded.
 	sec     int64
 	nsec    int32
@@ -51,8 +52,14 @@ func newDecoder() *decoder {
 }
 
 // newBatch starts a batch: edges are numbered again from 0, so that the
-// table holds only the batch's.
-func (d *decoder) newBatch() { clear(d.edges) }
+// table holds only the batch's, and no identity is seen yet.
+func (d *decoder) newBatch() {
+	clear(d.edges)
+	if d.seen == nil {
+		d.seen = map[eventKey]bool{}
+	}
+	clear(d.seen) // keeps its room: batches are alike
+}
 
 // decode decodes a UsageEvent's wire format into e. It reports the number
 // of e.EdgeInstance in the batch (when present), and whether occurred_at is

@@ -305,7 +305,10 @@ func TestDecodeBatch(t *testing.T) {
 	}
 	d := newDecoder()
 	for range 2 { // the second time with the strings interned
-		b := s.decodeWith(d, msgs)
+		bb := s.newBatch(d)
+		bb.add(msgs[:2]) // in two pulls
+		bb.add(msgs[2:])
+		b := bb.b
 		if b.from != 1 || b.to != 6 || len(b.events) != 3 {
 			t.Fatalf("batch %d..%d of %d events, want 1..6 of 3", b.from, b.to, len(b.events))
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -226,7 +227,7 @@ func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
 	defer r.drop()
 	d := newDecoder()
 	for {
-		msgs, err := s.collect(ctx, r)
+		b, err := s.collect(ctx, r, d)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -234,7 +235,7 @@ func (s *Sink) read(ctx context.Context, r *reader, out chan<- decoded) error {
 			return err
 		}
 		select {
-		case out <- s.decodeWith(d, msgs):
+		case out <- b:
 		case <-ctx.Done():
 			return nil
 		}
@@ -250,83 +251,109 @@ const fetchChunk = 10_000
 // has no more for now. A pull from JetStream waits until it has all it asked
 // for or expires, so each pull expires by the batch's deadline, and one that
 // comes back short means the stream is drained. While the bus is away it
-// keeps trying (the reader starts new consumers as needed).
-func (s *Sink) collect(ctx context.Context, r *reader) ([]*nats.Msg, error) {
-	var msgs []*nats.Msg
+// keeps trying (the reader starts new consumers as needed). Each pull's
+// messages are decoded as they come: only one pull's are held at a time.
+func (s *Sink) collect(ctx context.Context, r *reader, d *decoder) (decoded, error) {
+	bb := s.newBatch(d)
 	var deadline time.Time
 	backoff := 100 * time.Millisecond
-	for len(msgs) < s.cfg.BatchSize {
+	for bb.messages < s.cfg.BatchSize {
 		wait := s.cfg.FlushInterval
-		if len(msgs) > 0 {
+		if bb.messages > 0 {
 			if wait = time.Until(deadline); wait <= 0 {
 				break
 			}
 		}
-		want := min(s.cfg.BatchSize-len(msgs), fetchChunk)
+		want := min(s.cfg.BatchSize-bb.messages, fetchChunk)
 		got, err := r.fetch(ctx, want, wait)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return decoded{}, ctx.Err()
 		}
 		if err != nil {
-			if len(msgs) > 0 {
+			if bb.messages > 0 {
 				break // write what is in hand; the reader reads on later
 			}
 			s.log.Warn("reading usage events failed; retrying", "in", backoff, "err", err)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return decoded{}, ctx.Err()
 			}
 			backoff = min(2*backoff, s.cfg.MaxBackoff)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if len(got) == 0 && len(msgs) == 0 {
+		if len(got) == 0 && bb.messages == 0 {
 			continue
 		}
-		if len(msgs) == 0 {
+		if bb.messages == 0 {
 			deadline = time.Now().Add(s.cfg.FlushInterval)
 		}
-		msgs = append(msgs, got...)
+		bb.add(got)
 		if len(got) < want {
 			break // drained for now
 		}
 	}
-	return msgs, nil
+	return bb.b, nil
 }
 
 // decode turns messages, in stream order, into events. A message that is not
 // a usage event cannot be stored; it is logged and skipped.
-func (s *Sink) decode(msgs []*nats.Msg) decoded { return s.decodeWith(newDecoder(), msgs) }
+func (s *Sink) decode(msgs []*nats.Msg) decoded {
+	bb := s.newBatch(newDecoder())
+	bb.add(msgs)
+	return bb.b
+}
 
-// decodeWith is decode with d, which read keeps for all its batches: the
-// strings that repeat from one batch to the next are then made once.
-func (s *Sink) decodeWith(d *decoder, msgs []*nats.Msg) decoded {
-	b := decoded{events: make([]usagestore.Event, 0, len(msgs))}
+// batchBuilder decodes the messages of a batch, in stream order, as they
+// come.
+type batchBuilder struct {
+	s        *Sink
+	d        *decoder
+	b        decoded
+	messages int // taken so far, events or not
+}
+
+// newBatch starts a batch with d, which read keeps for all its batches: the
+// strings that repeat from one batch to the next are then made once. The
+// events go into a slice the checker has given back (see recycle).
+func (s *Sink) newBatch(d *decoder) *batchBuilder {
+	d.newBatch()
+	bb := &batchBuilder{s: s, d: d}
+	select {
+	case bb.b.events = <-s.spare:
+	default:
+	}
+	return bb
+}
+
+func (bb *batchBuilder) add(msgs []*nats.Msg) {
 	if len(msgs) == 0 {
-		return b
+		return
 	}
 	// Messages come in stream order, so the ends give the range; the
 	// metadata of the others is parsed only when it is needed.
-	b.from, b.to = streamSeq(msgs[0]), streamSeq(msgs[len(msgs)-1])
-	d.newBatch()
-	seen := make(map[eventKey]bool, len(msgs))
+	if bb.messages == 0 {
+		bb.b.from = streamSeq(msgs[0])
+	}
+	bb.b.to = streamSeq(msgs[len(msgs)-1])
+	bb.messages += len(msgs)
+	bb.b.events = slices.Grow(bb.b.events, len(msgs))
 	var e usagestore.Event
 	for _, m := range msgs {
-		k, err := d.event(m, &e)
+		k, err := bb.d.event(m, &e)
 		if err != nil {
-			s.stats.Invalid.Add(1)
-			s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject, "err", err)
+			bb.s.stats.Invalid.Add(1)
+			bb.s.log.Error("usage message is not a usage event; skipped", "seq", streamSeq(m), "subject", m.Subject, "err", err)
 			continue
 		}
-		if seen[k] {
-			s.stats.Duplicates.Add(1)
+		if bb.d.seen[k] {
+			bb.s.stats.Duplicates.Add(1)
 			continue
 		}
-		seen[k] = true
-		b.events = append(b.events, e)
+		bb.d.seen[k] = true
+		bb.b.events = append(bb.b.events, e)
 	}
-	return b
 }
 
 func streamSeq(m *nats.Msg) uint64 {

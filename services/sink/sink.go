@@ -118,6 +118,9 @@ type Sink struct {
 	nextID uint64
 	stats  Stats
 	hist   histograms
+	// spare holds event slices of written batches, for the reader to fill
+	// again (see recycle).
+	spare chan []usagestore.Event
 	// recorded are the watermarks in sink_watermarks, as far as this run
 	// knows (the writer's; the checker has its own, ahead of these).
 	recorded map[usagestore.Pair]uint64
@@ -140,7 +143,7 @@ func newSink(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: cfg, log: log, nc: js.Conn(), stream: stream, hist: newHistograms(), fault: func(string) error { return nil }}, nil
+	return &Sink{cfg: cfg, log: log, nc: js.Conn(), stream: stream, spare: make(chan []usagestore.Event, 2), hist: newHistograms(), fault: func(string) error { return nil }}, nil
 }
 
 // Stats are the sink's counters since it started.
@@ -245,8 +248,25 @@ func (s *Sink) check(ctx context.Context, marks map[usagestore.Pair]uint64, in <
 		case <-ctx.Done():
 			return
 		}
+		s.recycle(pending.events)
 		pending.reset(c.fresh)
 		raise(marks, c.fresh) // the writer records them before it inserts
+	}
+}
+
+// recycle gives the reader the slice of a written batch's events to fill
+// again, sparing the garbage collector a batch-sized slice per batch. The
+// checker calls it with the batch in flight before the last hand-over:
+// the writer took the last one only once it was done with that one, and
+// the checker, done with it too, drops it from pending right after.
+func (s *Sink) recycle(events []usagestore.Event) {
+	if cap(events) == 0 {
+		return
+	}
+	clear(events[:cap(events)]) // no strings of old batches kept alive
+	select {
+	case s.spare <- events[:0]:
+	default:
 	}
 }
 
