@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -23,7 +25,8 @@ var benchBase = time.Date(2025, 5, 14, 10, 0, 0, 0, time.UTC)
 // batch size of the default configuration, with the stream filled first so
 // the sink is never waiting for events. NATS runs in a process of its own,
 // as in production (TOLLGATE_BENCH_NATS=embedded runs it in this one);
-// TOLLGATE_BENCH_BATCH changes the batch size, TOLLGATE_BENCH_CPUPROFILE
+// TOLLGATE_BENCH_BATCH changes the batch size, TOLLGATE_BENCH_GC_PERCENT the
+// sink's garbage collector target (Config.GCPercent), TOLLGATE_BENCH_CPUPROFILE
 // writes a CPU profile of the sink's part. See BENCHMARKS.md.
 //
 //	go test -run '^$' -bench SinkThroughput -benchtime 1x ./services/sink/
@@ -46,8 +49,19 @@ func BenchmarkSinkThroughput(b *testing.B) {
 			cfg.BatchSize = v
 		}
 		cfg.FlushInterval = DefaultConfig().FlushInterval
+		cfg.GCPercent = DefaultConfig().GCPercent
+		if v, err := strconv.Atoi(os.Getenv("TOLLGATE_BENCH_GC_PERCENT")); err == nil && v > 0 {
+			cfg.GCPercent = v
+		}
 		conn := openCH(b, dsn)
 		s := startSink(b, cfg) // connects and migrates before it returns
+		// This process is the sink's, as `tollgate sink` sets it up
+		// (TuneGC; NATS and ClickHouse are processes of their own).
+		if prev, ok := TuneGC(cfg.GCPercent); ok {
+			defer debug.SetGCPercent(prev)
+		}
+		runtime.GC()
+		clearPeakRSS()
 		stopProfile := profileFrom(b, os.Getenv("TOLLGATE_BENCH_CPUPROFILE"))
 		machine0, self0 := machineCPU(), selfCPU()
 		nats0, ch0 := natsCPU(), clickhouseCPU()
@@ -75,6 +89,7 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		b.ReportMetric(natsUsed.Seconds()*1e6/events, "nats-cpu-s/M")
 		b.ReportMetric(chUsed.Seconds()*1e6/events, "clickhouse-cpu-s/M")
 		b.ReportMetric(float64(s.srv.Sink().Stats().Batches.Load()), "batches")
+		b.ReportMetric(float64(peakRSS())/(1<<20), "peak-rss-MB")
 	}
 }
 
@@ -167,6 +182,27 @@ func procCPU(match func(stat []string, cmdline string) bool) time.Duration {
 		ticks += utime + stime
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// clearPeakRSS resets this process's peak resident size (Linux 4.0 on).
+func clearPeakRSS() {
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// peakRSS is this process's peak resident size in bytes since the last
+// clearPeakRSS (VmHWM).
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // selfCPU is the CPU time this process has used.

@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "sink":
 		cfg := sinkSettings{Config: sink.DefaultConfig(), Log: defaultLog()}
 		return runRole("sink", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+			sink.TuneGC(cfg.GCPercent) // this process runs only the sink
 			return sink.Run(ctx, cfg.Config, log)
 		})
 	case "keys":
