@@ -1,6 +1,10 @@
 package sink
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nats-io/nats.go"
+)
 
 func TestAckSeqs(t *testing.T) {
 	for _, tc := range []struct {
@@ -21,6 +25,14 @@ func TestAckSeqs(t *testing.T) {
 		s, c, ok := ackSeqs(tc.reply)
 		if s != tc.stream || c != tc.consumer || ok != tc.ok {
 			t.Errorf("ackSeqs(%q) = %d, %d, %v; want %d, %d, %v", tc.reply, s, c, ok, tc.stream, tc.consumer, tc.ok)
+		}
+		// The timestamp too, as nats.go's own parser reads it.
+		meta, ok := ackMeta(tc.reply)
+		ref, err := (&nats.Msg{Reply: tc.reply, Sub: &nats.Subscription{}}).Metadata()
+		if ok != (err == nil) {
+			t.Errorf("ackMeta(%q) ok %v, Metadata error %v", tc.reply, ok, err)
+		} else if ok && (meta.stream != ref.Sequence.Stream || meta.consumer != ref.Sequence.Consumer || !meta.timestamp.Equal(ref.Timestamp)) {
+			t.Errorf("ackMeta(%q) = %+v, Metadata %+v", tc.reply, meta, ref)
 		}
 	}
 	if n := testing.AllocsPerRun(100, func() { ackSeqs("$JS.ACK._.ABCDEF.USAGE.sink_1.1.4107.12.1732435200000000000.99.x7Yq") }); n != 0 {
