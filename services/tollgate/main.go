@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "edge":
 		cfg := edgeSettings{Config: edge.DefaultConfig(), Log: defaultLog()}
 		return runRole("edge", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
+			edge.TuneGC(ctx, cfg.Config) // this process runs only the edge
 			return edge.Run(ctx, cfg.Config, log)
 		})
 	case "metering":
