@@ -9,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/services/edge"
 )
 
 // ---- child processes ----------------------------------------------------
@@ -107,6 +110,16 @@ func runChild(role, arg string) error {
 			}
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
+		// This process runs only the edge, as `tollgate edge` does: the
+		// same garbage collector tuning (TOLLGATE_EDGE_GC_MIN_HEAP_MB=0
+		// for Go's default pacing).
+		cfg := edge.DefaultConfig()
+		if v := os.Getenv("TOLLGATE_EDGE_GC_MIN_HEAP_MB"); v != "" {
+			if cfg.GCMinHeapMB, err = strconv.Atoi(v); err != nil {
+				return fmt.Errorf("TOLLGATE_EDGE_GC_MIN_HEAP_MB: %w", err)
+			}
+		}
+		edge.TuneGC(context.Background(), cfg)
 		url, stop, err = startEdge(arg, os.Getenv("TOLLGATE_PEPPER"))
 	default:
 		return fmt.Errorf("unknown child role %q", role)

@@ -56,6 +56,8 @@ type options struct {
 	timeout      time.Duration
 	inProcess    bool
 	childProcs   int
+	hopProcs     int
+	edgeEnv      []string
 	edgeLimits   bool
 	skipOpen     bool
 	skipClosed   bool
@@ -88,6 +90,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
 	flag.BoolVar(&o.inProcess, "inprocess", false, "run NATS, the mock, the proxy and the edge in this process instead of child processes")
 	flag.IntVar(&o.childProcs, "child-gomaxprocs", 0, "GOMAXPROCS of the child processes (0: Go's default, the CPUs available)")
+	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the edge and the minimal proxy only (0: as the other children); wins over -child-gomaxprocs for them")
 	flag.BoolVar(&o.edgeLimits, "key-limits", true, "give the key four limits and a model filter (the edge checks them all on every request)")
 	flag.BoolVar(&o.skipOpen, "skip-open", false, "skip the open-loop steps")
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")
@@ -95,7 +98,17 @@ func main() {
 	flag.BoolVar(&o.proxy, "proxy", true, "also measure a minimal pass-through proxy (no checks, no metering) in front of the mock: what any proxy hop costs here")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
+	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
 	flag.Parse()
+	for _, kv := range strings.Split(*edgeEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if !strings.Contains(kv, "=") {
+			fail("-edge-env: %q is not KEY=VALUE", kv)
+		}
+		o.edgeEnv = append(o.edgeEnv, kv)
+	}
 
 	if *child != "" {
 		if err := runChild(*child, *childArg); err != nil {

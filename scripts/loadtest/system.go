@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -251,7 +252,14 @@ func start(ctx context.Context, o options) (*system, error) {
 			sys.secret = secret
 			arg = sys.natsURL
 		}
-		c, err := startChild(ctx, role, arg, append(env, "TOLLGATE_PEPPER="+pep), lifetime, cpus[role])
+		roleEnv := append(slices.Clip(env), "TOLLGATE_PEPPER="+pep)
+		if o.hopProcs > 0 && (role == "edge" || role == "proxy") {
+			roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.hopProcs))
+		}
+		if role == "edge" {
+			roleEnv = append(roleEnv, o.edgeEnv...)
+		}
+		c, err := startChild(ctx, role, arg, roleEnv, lifetime, cpus[role])
 		if err != nil {
 			return nil, err
 		}
