@@ -66,7 +66,7 @@ func (c Config) Validate() error {
 	if c.UpstreamTimeout <= 0 {
 		errs = append(errs, errors.New("upstream-header-timeout: must be positive"))
 	}
-	if c.GCMinHeapMB < 0 || c.GCMinHeapMB > 1<<20 {
+	if c.GCMinHeapMB < 0 || c.GCMinHeapMB > maxGCMinHeapMB {
 		errs = append(errs, errors.New("gc-min-heap-mb: must be 0 to 1048576 (0: Go's default pacing)"))
 	}
 	if c.UsageBatchDelay <= 0 || c.UsageBatchDelay > time.Second {
@@ -83,5 +83,11 @@ func (c Config) Validate() error {
 // second, and the requests that met a collection were its p99
 // (BENCHMARKS.md).
 func TuneGC(ctx context.Context, c Config) {
+	if c.GCMinHeapMB <= 0 || c.GCMinHeapMB > maxGCMinHeapMB {
+		return // Validate says what is wrong
+	}
 	go gctune.MinHeap(ctx, uint64(c.GCMinHeapMB)<<20, 100*time.Millisecond)
 }
+
+// maxGCMinHeapMB bounds --gc-min-heap-mb: 1 TiB.
+const maxGCMinHeapMB = 1 << 20
