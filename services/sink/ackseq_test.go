@@ -39,3 +39,21 @@ func TestAckSeqs(t *testing.T) {
 		t.Errorf("%v allocations", n)
 	}
 }
+
+// FuzzAckMeta checks ackMeta against nats.go's own parser on any subject.
+func FuzzAckMeta(f *testing.F) {
+	f.Add("$JS.ACK.USAGE.sink_1.1.4107.12.1732435200000000000.99")
+	f.Add("$JS.ACK._.ABCDEF.USAGE.sink_1.1.4107.12.1732435200000000000.99.x7Yq")
+	f.Add("$JS.ACK._.ABCDEF.USAGE.sink_1.1.5.6.7.8.tok.more")
+	f.Add("$JS.ACK..........")
+	f.Fuzz(func(t *testing.T, reply string) {
+		meta, ok := ackMeta(reply)
+		ref, err := (&nats.Msg{Reply: reply, Sub: &nats.Subscription{}}).Metadata()
+		if ok != (err == nil) {
+			t.Fatalf("ackMeta(%q) ok %v, Metadata error %v", reply, ok, err)
+		}
+		if ok && (meta.stream != ref.Sequence.Stream || meta.consumer != ref.Sequence.Consumer || !meta.timestamp.Equal(ref.Timestamp)) {
+			t.Fatalf("ackMeta(%q) = %+v, Metadata %+v", reply, meta, ref)
+		}
+	})
+}
