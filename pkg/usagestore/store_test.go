@@ -16,16 +16,22 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // openTest opens a fresh, migrated database for the test.
 func openTest(t testing.TB) driver.Conn {
 	t.Helper()
+	conn := openEmpty(t)
+	if err := Migrate(testCtx(t), conn); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// openEmpty opens a fresh database without a table.
+func openEmpty(t testing.TB) driver.Conn {
+	t.Helper()
 	addr, db := testenv.ClickHouse(t)
-	ctx := testCtx(t)
-	conn, err := Open(ctx, fmt.Sprintf("clickhouse://%s/%s", addr, db))
+	conn, err := Open(testCtx(t), fmt.Sprintf("clickhouse://%s/%s", addr, db))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	if err := Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	return conn
 }
 

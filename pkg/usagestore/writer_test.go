@@ -13,8 +13,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
-	"github.com/tollgate/tollgate/pkg/testenv"
 )
 
 func TestMigrateTwiceAndConcurrently(t *testing.T) {
@@ -55,13 +53,8 @@ func TestMigrateTwiceAndConcurrently(t *testing.T) {
 // migrated through usage_ids (4 to 6) to none (7): the events stored before
 // are still found by a look-up, and their pairs have watermarks.
 func TestMigrateFromVersion3(t *testing.T) {
-	addr, db := testenv.ClickHouse(t)
+	conn := openEmpty(t)
 	ctx := testCtx(t)
-	conn, err := Open(ctx, fmt.Sprintf("clickhouse://%s/%s", addr, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	all, err := migrations()
 	if err != nil {
 		t.Fatal(err)

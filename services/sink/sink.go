@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -290,9 +289,10 @@ func (s *Sink) lookup(ctx context.Context, b decoded, marks map[usagestore.Pair]
 	began := time.Now()
 	evs := b.events
 	var ask []usagestore.Event
+	var at []int // of ask's events in evs
 	for i := range evs {
 		if m, ok := marks[usagestore.Pair{Edge: evs[i].EdgeInstance, Partition: evs[i].Partition}]; ok && evs[i].Sequence <= m {
-			ask = append(ask, evs[i])
+			ask, at = append(ask, evs[i]), append(at, i)
 		}
 	}
 	var stored map[usagestore.ID]bool
@@ -306,16 +306,15 @@ func (s *Sink) lookup(ctx context.Context, b decoded, marks map[usagestore.Pair]
 		}
 		s.stats.LookedUp.Add(uint64(len(ask)))
 	}
-	fresh := evs[:0]
+	fresh := evs[:0] // in place: fresh is never ahead of evs
 	for i := range evs {
-		if len(ask) == 0 {
-			fresh = append(fresh, evs[i])
-			continue
+		if len(at) > 0 && at[0] == i {
+			at = at[1:]
+			if id := evs[i].ID(); stored[id] || pending.has(id) {
+				continue
+			}
 		}
-		id := evs[i].ID()
-		if !stored[id] && !pending.has(id) {
-			fresh = append(fresh, evs[i])
-		}
+		fresh = append(fresh, evs[i])
 	}
 	return checked{fresh: fresh, from: b.from, to: b.to, duplicates: len(evs) - len(fresh), lookup: time.Since(began)}, nil
 }
@@ -364,80 +363,25 @@ func (s *Sink) process(ctx context.Context, c checked) error {
 }
 
 // inFlight is the fresh events of the batch the writer may still be
-// writing, for the checker to drop their copies from the next batch. It is
-// cheap in the common case, where no event of the next batch is such a
-// copy: an edge numbers each partition's events in order, so the next
-// batch's events lie past the batch's sequences of their edge instance and
-// partition. has compares with that range first; only an event within a
-// range is looked up in the exact set of identities, built when first
-// needed. The zero value is empty.
+// writing, for the checker to drop their copies from the next batch. Only
+// events at or below their pair's watermark can be such copies (the checker
+// raised the marks to every event it handed over), and they are rare, so the
+// set of identities is built only when first asked for. The zero value is
+// empty.
 type inFlight struct {
 	events []usagestore.Event
-	edges  map[string]*seqRanges // per edge instance
-	// The edge instance looked up last (events of an edge often come in
-	// runs): its name, ranges (nil: none) and whether it is set.
-	lastEdge   string
-	lastRanges *seqRanges
-	cached     bool
-	ids        map[usagestore.ID]struct{} // of events, once built
-	built      bool
+	ids    map[usagestore.ID]struct{} // of events, once built
+	built  bool
 }
-
-// seqRanges are, per partition, the lowest and highest sequences of an edge
-// instance's events in flight (none: lo > hi). Partitions from
-// maxRangedPartition on share the last range.
-type seqRanges []seqRange
-
-type seqRange struct{ lo, hi uint64 }
-
-const maxRangedPartition = 255
 
 // reset makes events the events in flight.
 func (f *inFlight) reset(events []usagestore.Event) {
-	f.events = events
-	if f.edges == nil {
-		f.edges = map[string]*seqRanges{}
-	}
-	clear(f.edges) // edge instances come and go: keep only this batch's
-	f.cached, f.built = false, false
-	for i := range events {
-		e := &events[i]
-		r := f.ranges(e.EdgeInstance)
-		if r == nil {
-			r = &seqRanges{}
-			f.edges[e.EdgeInstance] = r
-			f.lastEdge, f.lastRanges, f.cached = e.EdgeInstance, r, true
-		}
-		p := int(min(e.Partition, maxRangedPartition))
-		for len(*r) <= p {
-			*r = append(*r, seqRange{lo: math.MaxUint64, hi: 0}) // none
-		}
-		pr := &(*r)[p]
-		pr.lo, pr.hi = min(pr.lo, e.Sequence), max(pr.hi, e.Sequence)
-	}
-}
-
-// ranges returns the ranges of edge, or nil.
-func (f *inFlight) ranges(edge string) *seqRanges {
-	if f.cached && edge == f.lastEdge {
-		return f.lastRanges
-	}
-	r := f.edges[edge]
-	f.lastEdge, f.lastRanges, f.cached = edge, r, true
-	return r
+	f.events, f.built = events, false
 }
 
 // has reports whether id is the identity of an event in flight.
 func (f *inFlight) has(id usagestore.ID) bool {
 	if len(f.events) == 0 {
-		return false
-	}
-	r := f.ranges(id.Edge)
-	if r == nil {
-		return false
-	}
-	p := int(min(id.Partition, maxRangedPartition))
-	if p >= len(*r) || id.Seq < (*r)[p].lo || id.Seq > (*r)[p].hi {
 		return false
 	}
 	if !f.built {

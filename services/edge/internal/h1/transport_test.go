@@ -193,17 +193,26 @@ func TestConnectionCloseAndChunkedAnswers(t *testing.T) {
 	}
 }
 
-func TestCancelEndsAReadAtOnce(t *testing.T) {
+// holdingUpstream answers first (flushed, when not empty) and then holds
+// each request until its client goes or the test ends.
+func holdingUpstream(t *testing.T, first string) *upstream {
 	release := make(chan struct{})
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("first"))
-		w.(http.Flusher).Flush()
+		if first != "" {
+			w.Write([]byte(first))
+			w.(http.Flusher).Flush()
+		}
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	}, false)
-	defer close(release)
+	t.Cleanup(func() { close(release) }) // before the server's own cleanup, which waits for its handlers
+	return u
+}
+
+func TestCancelEndsAReadAtOnce(t *testing.T) {
+	u := holdingUpstream(t, "first")
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -230,14 +239,7 @@ func TestCancelEndsAReadAtOnce(t *testing.T) {
 }
 
 func TestResponseHeaderTimeout(t *testing.T) {
-	release := make(chan struct{})
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}, false)
-	defer close(release)
+	u := holdingUpstream(t, "")
 	tr := transportFor(u)
 	tr.ResponseHeaderTimeout = 100 * time.Millisecond
 	defer tr.CloseIdleConnections()
