@@ -65,6 +65,7 @@ type options struct {
 	edgeProfile  string
 	pin          bool
 	proxy        bool
+	relay        bool
 	rounds       int
 }
 
@@ -96,6 +97,7 @@ func main() {
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")
 	flag.DurationVar(&o.maxTotalTime, "max-total", 30*time.Minute, "stop everything after this long, whatever is left")
 	flag.BoolVar(&o.proxy, "proxy", true, "also measure a minimal pass-through proxy (no checks, no metering) in front of the mock: what any proxy hop costs here")
+	flag.BoolVar(&o.relay, "relay", false, "measure a raw TCP relay (bytes copied, no HTTP) in place of the minimal proxy: what a second hop costs here before any HTTP handling")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
 	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
@@ -123,6 +125,9 @@ func main() {
 	}
 	if o.concurrency, err = ints(conc); err != nil {
 		fail("-concurrency: %v", err)
+	}
+	if o.relay {
+		targetNames["proxy"] = "raw TCP relay"
 	}
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")

@@ -192,7 +192,11 @@ func start(ctx context.Context, o options) (*system, error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, stopMock)
-		proxyURL, stopProxy, err := startProxy(mockURL)
+		proxyArg := mockURL
+		if o.relay {
+			proxyArg = "relay:" + mockURL
+		}
+		proxyURL, stopProxy, err := startProxy(proxyArg)
 		if err != nil {
 			return nil, err
 		}
@@ -244,6 +248,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		switch role {
 		case "proxy":
 			arg = sys.mockURL
+			if o.relay {
+				arg = "relay:" + arg
+			}
 		case "edge":
 			secret, err := seed(ctx, sys.natsURL, pep, sys.mockURL, o.edgeLimits)
 			if err != nil {
@@ -317,6 +324,9 @@ func startMock() (string, func(), error) {
 // and publishes nothing. It is the floor under what the edge can add: the
 // cost of a second HTTP hop on this machine.
 func startProxy(upstream string) (string, func(), error) {
+	if addr, ok := strings.CutPrefix(upstream, "relay:http://"); ok {
+		return startRelay(addr)
+	}
 	client := &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        4096,
@@ -398,6 +408,9 @@ func startEdge(natsURL, pepper string) (string, func(), error) {
 			return "", nil, fmt.Errorf("TOLLGATE_EDGE_USAGE_BATCH_DELAY: %w", err)
 		}
 		cfg.UsageBatchDelay = d
+	}
+	if v := os.Getenv("TOLLGATE_EDGE_HTTP_SERVER"); v != "" {
+		cfg.HTTPServer = v // net/http: the standard library's server, for comparison
 	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATSURL = natsURL
@@ -488,4 +501,35 @@ func seed(ctx context.Context, natsURL, pepper, mockURL string, withLimits bool)
 		return "", err
 	}
 	return secret, nil
+}
+
+// startRelay is the -relay stand-in for the minimal proxy: it copies bytes
+// between each client connection and a connection of its own to addr, with
+// no HTTP at all. What it adds is what the operating system and Go's
+// scheduler charge for a second hop on this machine, the floor under any
+// proxy's added latency.
+func startRelay(addr string) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				u, err := net.Dial("tcp", addr)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { io.Copy(u, c); u.Close() }()
+				io.Copy(c, u)
+				c.Close()
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), func() { ln.Close() }, nil
 }

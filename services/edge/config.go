@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tollgate/tollgate/pkg/gctune"
@@ -23,8 +24,15 @@ type Config struct {
 	UpstreamTimeout time.Duration `flag:"upstream-header-timeout" env:"TOLLGATE_EDGE_UPSTREAM_HEADER_TIMEOUT" yaml:"upstream_header_timeout" usage:"how long an upstream may take to start answering"`
 	StreamReplicas  int           `flag:"stream-replicas" env:"TOLLGATE_STREAM_REPLICAS" yaml:"stream_replicas" usage:"JetStream replicas of the streams this role creates (3 in a cluster)"`
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"TOLLGATE_SHUTDOWN_TIMEOUT" yaml:"shutdown_timeout" usage:"how long in-flight requests (streams included) may take to finish on SIGTERM"`
+	HTTPServer      string        `flag:"http-server" env:"TOLLGATE_EDGE_HTTP_SERVER" yaml:"http_server" usage:"server for the clients' connections: h1 (the edge's own HTTP/1.1 server; HTTP/2 without TLS goes to net/http's) or net/http (the standard library's for everything)"`
 	GCMinHeapMB     int           `flag:"gc-min-heap-mb" env:"TOLLGATE_EDGE_GC_MIN_HEAP_MB" yaml:"gc_min_heap_mb" usage:"heap size in MiB below which a process that runs only the edge does not collect garbage (0: Go's default pacing; GOGC in the environment wins)"`
 }
+
+// The values of Config.HTTPServer.
+const (
+	HTTPServerH1  = "h1"
+	HTTPServerStd = "net/http"
+)
 
 // DefaultConfig is the configuration before flags, environment and file.
 func DefaultConfig() Config {
@@ -39,6 +47,7 @@ func DefaultConfig() Config {
 		StreamReplicas:  1,
 		ShutdownTimeout: 30 * time.Second,
 		GCMinHeapMB:     64,
+		HTTPServer:      HTTPServerH1,
 	}
 }
 
@@ -68,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCMinHeapMB < 0 || c.GCMinHeapMB > maxGCMinHeapMB {
 		errs = append(errs, errors.New("gc-min-heap-mb: must be 0 to 1048576 (0: Go's default pacing)"))
+	}
+	if c.HTTPServer != HTTPServerH1 && c.HTTPServer != HTTPServerStd {
+		errs = append(errs, fmt.Errorf("http-server: %q is not a server: use %s or %s", c.HTTPServer, HTTPServerH1, HTTPServerStd))
 	}
 	if c.UsageBatchDelay <= 0 || c.UsageBatchDelay > time.Second {
 		errs = append(errs, errors.New("usage-batch-delay: must be positive and at most 1s (events wait that long before they are sent)"))

@@ -282,3 +282,56 @@ func TestRequestsPerMinuteAndHeaders(t *testing.T) {
 	}
 	io.Discard.Write(nil)
 }
+
+// TestEitherHTTPServerServesAndNoticesHangUps runs the edge with its own
+// HTTP/1.1 server and with net/http's: both answer HTTP/1.1 and HTTP/2
+// without TLS, and both cancel the upstream request of a client that hangs
+// up while it waits, which is then metered as 499 (not as the 200 the
+// upstream would have answered a second later).
+func TestEitherHTTPServerServesAndNoticesHangUps(t *testing.T) {
+	defer func(d time.Duration) { watchInterval = d }(watchInterval)
+	watchInterval = 20 * time.Millisecond
+	for _, server := range []string{HTTPServerH1, HTTPServerStd} {
+		t.Run(strings.ReplaceAll(server, "/", "_"), func(t *testing.T) {
+			w := newWorld(t)
+			e := w.edge(func(c *Config) { c.HTTPServer = server })
+			secret, _ := w.key(nil)
+			waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+
+			res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+			if res.StatusCode != 200 || res.ProtoMajor != 1 || !strings.Contains(body, `"usage"`) {
+				t.Fatalf("HTTP/1.1: %d %s %s", res.StatusCode, res.Proto, body)
+			}
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			h2c := &http.Client{Transport: &http.Transport{Protocols: &p}}
+			req, _ := http.NewRequestWithContext(ctxT(t), "POST", e.url+"/v1/chat/completions", strings.NewReader(chatBody))
+			req.Header.Set("Authorization", "Bearer "+secret)
+			res, err := h2c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || res.ProtoMajor != 2 || !strings.Contains(string(data), `"usage"`) {
+				t.Fatalf("h2c: %d %s %s", res.StatusCode, res.Proto, data)
+			}
+
+			// The client gives up after 100 ms; the mock would answer after
+			// a second.
+			ctx, cancel := context.WithTimeout(ctxT(t), 100*time.Millisecond)
+			defer cancel()
+			req, _ = http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(chatBody))
+			req.Header.Set("Authorization", "Bearer "+secret)
+			req.Header.Set("X-Mock-Delay-Ms", "1000")
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+				t.Fatalf("the client should have given up, got %d", res.StatusCode)
+			}
+			ev := w.waitEvents(t, 3)[2]
+			if ev.GetStatus() != 499 {
+				t.Fatalf("a client that hung up: event status %d, want 499 (the upstream request cancelled)", ev.GetStatus())
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/services/edge/internal/h1"
 	"github.com/tollgate/tollgate/services/edge/internal/keyring"
 	"github.com/tollgate/tollgate/services/edge/internal/usagepub"
 )
@@ -139,14 +140,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 // Run serves until ctx ends; then it drains in-flight requests (streams
 // included) and flushes usage events, spooling what the bus does not take.
 func (s *Server) Run(ctx context.Context) error {
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		Protocols:         new(http.Protocols),
-	}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
+	srv := s.httpServer()
 
 	// The followers of the bus run until the server has drained, so that
 	// requests still in flight keep seeing revocations.
@@ -192,6 +186,38 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Wait()
 	return err
 }
+
+// httpServer is the server of the client-facing listener: the edge's own
+// HTTP/1.1 server (h1.Server; HTTP/2 without TLS goes on to net/http's), or
+// net/http's for everything with --http-server net/http.
+func (s *Server) httpServer() interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+} {
+	std := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		Protocols:         new(http.Protocols),
+	}
+	std.Protocols.SetHTTP1(true)
+	std.Protocols.SetUnencryptedHTTP2(true)
+	if s.cfg.HTTPServer == HTTPServerStd {
+		return std
+	}
+	return &h1.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: std.ReadHeaderTimeout,
+		IdleTimeout:       std.IdleTimeout,
+		WatchInterval:     watchInterval,
+		Fallback:          std,
+		Log:               s.log,
+	}
+}
+
+// watchInterval is how often h1.Server checks its timeouts and looks for
+// clients that hung up (tests shorten it).
+var watchInterval = 250 * time.Millisecond
 
 // keepRunning runs a follower until ctx ends, restarting it after failures.
 func keepRunning(ctx context.Context, log *slog.Logger, name string, run func(context.Context) error) error {

@@ -25,3 +25,23 @@ func alive(sc syscall.Conn) bool {
 	})
 	return err == nil && ok
 }
+
+// hungUp reports whether a client closed or reset its connection: one
+// non-blocking peek, through Control, which holds the descriptor but not its
+// read lock, so a read in progress on the connection neither blocks it nor
+// is disturbed (the peek takes nothing out).
+func hungUp(raw syscall.RawConn) bool {
+	gone := false
+	var b [1]byte
+	err := raw.Control(func(fd uintptr) {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == nil:
+			gone = n == 0 // an orderly close; n > 0: the client's next request
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR:
+		default:
+			gone = true // reset, timed out
+		}
+	})
+	return err == nil && gone
+}

@@ -1,4 +1,5 @@
-// Package h1 is the edge's HTTP/1.1 client to its upstreams: an
+// Package h1 is the edge's HTTP/1.1: a server for its clients (Server, in
+// server.go) and a client to its upstreams (Transport): an
 // http.RoundTripper whose caller's goroutine writes the request and reads the
 // answer itself, on a pooled keep-alive connection.
 //
