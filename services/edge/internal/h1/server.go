@@ -86,6 +86,7 @@ const (
 	stateHeader                // reading a request's line and headers
 	stateActive                // the handler runs; the body is not read to its end
 	stateBodyRead              // the handler runs; the body was read to its end (or there is none)
+	stateDraining              // reading what the handler left of the body
 	stateClosed                // closed by Shutdown while idle
 )
 
@@ -308,7 +309,7 @@ func (s *Server) watch() {
 				if age > idle && c.state.CompareAndSwap(stateIdle, stateClosed) {
 					c.nc.Close()
 				}
-			case stateHeader:
+			case stateHeader, stateDraining:
 				if age > header {
 					c.timedOut.Store(true)
 					c.nc.Close()
@@ -337,7 +338,7 @@ type sconn struct {
 	cancel   context.CancelFunc
 	state    atomic.Int32
 	since    atomic.Int64 // mono() when state last changed
-	timedOut atomic.Bool  // the watch closed it in the middle of a request's headers
+	timedOut atomic.Bool  // the watch closed it in the middle of a request's headers, or of a drain
 	hungUp   atomic.Bool  // the watch saw the client go
 	handedOn bool         // given to Fallback: not this Server's to close
 
@@ -573,7 +574,7 @@ func (c *sconn) handle(req *http.Request) (keep bool) {
 		// The client was not told to send the body (it may or may not),
 		// or sent more than is worth reading: the connection cannot be
 		// read further.
-		unread = b.expect || !b.discard()
+		unread = b.expect || !b.discard(req.ContentLength)
 	}
 	if unread || b.err != nil || c.hungUp.Load() {
 		keep = false
@@ -608,7 +609,8 @@ func (c *sconn) run(w *response, req *http.Request) (ok bool) {
 type requestBody struct {
 	c      *sconn
 	rc     io.ReadCloser
-	expect bool // send 100 Continue before reading
+	expect bool  // send 100 Continue before reading
+	n      int64 // bytes read
 	done   bool
 	err    error // a failure other than the end of the body
 }
@@ -631,6 +633,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := b.rc.Read(p)
+	b.n += int64(n)
 	if err != nil {
 		b.done = true
 		if err != io.EOF {
@@ -644,10 +647,16 @@ func (b *requestBody) Read(p []byte) (int, error) {
 func (b *requestBody) Close() error { return nil }
 
 // discard reads what the handler left of the body, up to
-// maxPostHandlerReadBytes, and reports whether it got to the end.
-func (b *requestBody) discard() bool {
-	_, err := io.CopyN(io.Discard, b.rc, maxPostHandlerReadBytes+1)
+// maxPostHandlerReadBytes, and reports whether it got to the end. A body
+// declared longer than that is not read at all, and a client that stalls
+// is given ReadHeaderTimeout (the watch closes the connection).
+func (b *requestBody) discard(declared int64) bool {
 	b.done = true
+	if declared >= 0 && declared-b.n > maxPostHandlerReadBytes {
+		return false
+	}
+	b.c.setState(stateDraining)
+	_, err := io.CopyN(io.Discard, b.rc, maxPostHandlerReadBytes+1)
 	return err == io.EOF
 }
 

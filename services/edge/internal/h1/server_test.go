@@ -522,6 +522,31 @@ func TestServerRequestBodies(t *testing.T) {
 		c.Close()
 		<-wrote // the server did not read it all: failed or not, it ends with the close
 	})
+	t.Run("a big declared body is not waited for", func(t *testing.T) {
+		// Only the header is sent: the answer must not wait for a body
+		// the server would not keep the connection for anyway.
+		c := dialRaw(t, ts.addr)
+		c.send("POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+		if res, body := c.read("POST"); res.StatusCode != 200 || body != "ignored" || !res.Close {
+			t.Fatalf("answer %d %q close=%v, want 200 \"ignored\" with Connection: close", res.StatusCode, body, res.Close)
+		}
+	})
+}
+
+// A client that stalls in a body the handler left unread holds its
+// connection no longer than ReadHeaderTimeout.
+func TestServerStalledDrainIsClosed(t *testing.T) {
+	t.Parallel()
+	const header = 200 * time.Millisecond
+	ts := startServer(t, &Server{ReadHeaderTimeout: header, WatchInterval: 20 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ignored") })})
+	c := dialRaw(t, ts.addr)
+	start := time.Now()
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nonly ten b")
+	c.expectClosed(2 * time.Second)
+	if d := time.Since(start); d < header {
+		t.Errorf("closed after %v, before the ReadHeaderTimeout (%v)", d, header)
+	}
 }
 
 // apiError is the JSON body of an answer to a malformed request.
