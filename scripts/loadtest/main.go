@@ -65,7 +65,7 @@ type options struct {
 	edgeProfile  string
 	pin          bool
 	proxy        bool
-	relay        bool
+	proxyKind    string
 	rounds       int
 }
 
@@ -97,7 +97,7 @@ func main() {
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")
 	flag.DurationVar(&o.maxTotalTime, "max-total", 30*time.Minute, "stop everything after this long, whatever is left")
 	flag.BoolVar(&o.proxy, "proxy", true, "also measure a minimal pass-through proxy (no checks, no metering) in front of the mock: what any proxy hop costs here")
-	flag.BoolVar(&o.relay, "relay", false, "measure a raw TCP relay (bytes copied, no HTTP) in place of the minimal proxy: what a second hop costs here before any HTTP handling")
+	flag.StringVar(&o.proxyKind, "proxy-kind", "net/http", "the minimal proxy: net/http (net/http's server and Transport), h1 (the edge's own HTTP/1.1 server and client: what the edge adds beyond its HTTP code), or relay (a raw TCP relay, bytes copied with no HTTP: what a second hop costs here before any HTTP handling)")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
 	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
@@ -126,8 +126,14 @@ func main() {
 	if o.concurrency, err = ints(conc); err != nil {
 		fail("-concurrency: %v", err)
 	}
-	if o.relay {
+	switch o.proxyKind {
+	case "net/http":
+	case "h1":
+		targetNames["proxy"] = "minimal h1 proxy"
+	case "relay":
 		targetNames["proxy"] = "raw TCP relay"
+	default:
+		fail("-proxy-kind: %q is not net/http, h1 or relay", o.proxyKind)
 	}
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")

@@ -26,6 +26,7 @@ import (
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/h1"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/mockllm"
 	"github.com/tollgate/tollgate/services/edge"
@@ -192,11 +193,7 @@ func start(ctx context.Context, o options) (*system, error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, stopMock)
-		proxyArg := mockURL
-		if o.relay {
-			proxyArg = "relay:" + mockURL
-		}
-		proxyURL, stopProxy, err := startProxy(proxyArg)
+		proxyURL, stopProxy, err := startProxy(o.proxyKind + " " + mockURL)
 		if err != nil {
 			return nil, err
 		}
@@ -247,10 +244,7 @@ func start(ctx context.Context, o options) (*system, error) {
 		arg := ""
 		switch role {
 		case "proxy":
-			arg = sys.mockURL
-			if o.relay {
-				arg = "relay:" + arg
-			}
+			arg = o.proxyKind + " " + sys.mockURL
 		case "edge":
 			secret, err := seed(ctx, sys.natsURL, pep, sys.mockURL, o.edgeLimits)
 			if err != nil {
@@ -318,22 +312,28 @@ func startMock() (string, func(), error) {
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
-// startProxy serves a minimal pass-through proxy to upstream: it reads the
-// request, sends it on with a few headers, and copies the answer back (a
-// stream read by read, each flushed), as the edge does, but checks, meters
-// and publishes nothing. It is the floor under what the edge can add: the
-// cost of a second HTTP hop on this machine.
-func startProxy(upstream string) (string, func(), error) {
-	if addr, ok := strings.CutPrefix(upstream, "relay:http://"); ok {
-		return startRelay(addr)
+// startProxy serves a minimal pass-through proxy to the upstream in arg
+// ("<kind> <url>"): it reads the request, sends it on with a few headers,
+// and copies the answer back (a stream read by read, each flushed), as the
+// edge does, but checks, meters and publishes nothing: the cost of a second
+// HTTP hop on this machine. Its kind is net/http (net/http's server and
+// Transport), h1 (pkg/h1's, as the edge: the difference to the edge is the
+// edge's own work) or relay (no HTTP at all, see startRelay).
+func startProxy(arg string) (string, func(), error) {
+	kind, upstream, _ := strings.Cut(arg, " ")
+	if kind == "relay" {
+		return startRelay(strings.TrimPrefix(upstream, "http://"))
 	}
-	client := &http.Client{Transport: &http.Transport{
+	var client http.RoundTripper = &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-	}}
+	}
+	if kind == "h1" {
+		client = h1.New(time.Minute, nil)
+	}
 	bufs := sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -350,7 +350,7 @@ func startProxy(upstream string) (string, func(), error) {
 				req.Header[name] = v
 			}
 		}
-		res, err := client.Do(req)
+		res, err := client.RoundTrip(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -391,7 +391,13 @@ func startProxy(upstream string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	var srv interface {
+		Serve(net.Listener) error
+		Close() error
+	} = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if kind == "h1" {
+		srv = &h1.Server{Handler: h}
+	}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
-	"github.com/tollgate/tollgate/services/edge/internal/h1"
+	"github.com/tollgate/tollgate/pkg/h1"
 	"github.com/tollgate/tollgate/services/edge/internal/keyring"
 	"github.com/tollgate/tollgate/services/edge/internal/usagepub"
 )

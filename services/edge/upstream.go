@@ -11,7 +11,7 @@ import (
 	"time"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
-	"github.com/tollgate/tollgate/services/edge/internal/h1"
+	"github.com/tollgate/tollgate/pkg/h1"
 )
 
 // newUpstream is the one client to every upstream: h1.Transport, which

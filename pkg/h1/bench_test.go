@@ -17,7 +17,7 @@ import (
 // plus two system calls and the client's minimal parsing, which are the same
 // for both.
 //
-//	go test ./services/edge/internal/h1 -run '^$' -bench Server -benchmem -count 6
+//	go test ./pkg/h1 -run '^$' -bench Server -benchmem -count 6
 func BenchmarkServer(b *testing.B) {
 	answer := []byte(`{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` +
 		strings.Repeat("lorem ipsum ", 70) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":64,"total_tokens":76}}`)
