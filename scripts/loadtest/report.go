@@ -69,6 +69,7 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 			ms(r.q("total", .5)), ms(r.q("total", .9)), ms(r.q("total", .99)), ms(r.q("total", 1)), added50, added99, r.errors())
 	}
 	fmt.Println()
+	printBeyondProxy(rows)
 	printRounds(rows, direct)
 	fmt.Println("The generator's own lateness (actual send − scheduled, ms) and CPU time per request (µs) of each process:")
 	fmt.Println()
@@ -105,6 +106,33 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 		}
 	}
 	fmt.Println()
+}
+
+// printBeyondProxy shows what the edge added beyond the minimal proxy in
+// the same step: with -proxy-kind h1 (the same HTTP code as the edge), the
+// cost of the edge's own work.
+func printBeyondProxy(rows []*result) {
+	proxy := map[int]*result{}
+	for _, r := range rows {
+		if r.target == "proxy" {
+			proxy[r.perSec] = r
+		}
+	}
+	printed := false
+	for _, r := range rows {
+		p := proxy[r.perSec]
+		if p == nil || r.target != "edge" {
+			continue
+		}
+		if !printed {
+			fmt.Printf("The edge beyond the %s in the same step, p50 / p99 in ms:\n\n", targetNames["proxy"])
+			printed = true
+		}
+		fmt.Printf("- %d req/s: %s / %s\n", r.perSec, signedMS(r.q("total", .5)-p.q("total", .5)), signedMS(r.q("total", .99)-p.q("total", .99)))
+	}
+	if printed {
+		fmt.Println()
+	}
 }
 
 // printRounds shows, when a step was measured in rounds, what each round
