@@ -831,10 +831,9 @@ func (w *response) send(final bool) {
 	w.writeStatusAndHeader(w.status)
 	bw := w.c.bw
 	if length >= 0 {
-		var num [20]byte
-		bw.WriteString("Content-Length: ")               //nolint:errcheck // a failed write fails the flush
-		bw.Write(strconv.AppendInt(num[:0], length, 10)) //nolint:errcheck
-		bw.WriteString("\r\n")                           //nolint:errcheck
+		bw.WriteString("Content-Length: ")                            //nolint:errcheck // a failed write fails the flush
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), length, 10)) //nolint:errcheck
+		bw.WriteString("\r\n")                                        //nolint:errcheck
 	}
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n") //nolint:errcheck
@@ -864,10 +863,11 @@ func (w *response) writeBody(p []byte) {
 	}
 	bw := w.c.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16)) //nolint:errcheck // checked below
-		bw.WriteString("\r\n")                                  //nolint:errcheck
-		bw.Write(p)                                             //nolint:errcheck
+		// AvailableBuffer: the size is formatted into the writer's own
+		// buffer, with no allocation per chunk.
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16)) //nolint:errcheck // checked below
+		bw.WriteString("\r\n")                                               //nolint:errcheck
+		bw.Write(p)                                                          //nolint:errcheck
 		_, err := bw.WriteString("\r\n")
 		if err != nil {
 			w.err = err
@@ -923,14 +923,13 @@ func (w *response) writeStatusAndHeader(code int) {
 	} else {
 		bw.WriteString("HTTP/1.0 ") //nolint:errcheck
 	}
-	var num [3]byte
-	bw.Write(strconv.AppendInt(num[:0], int64(code), 10)) //nolint:errcheck
-	bw.WriteByte(' ')                                     //nolint:errcheck
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10)) //nolint:errcheck
+	bw.WriteByte(' ')                                                  //nolint:errcheck
 	if text := http.StatusText(code); text != "" {
 		bw.WriteString(text) //nolint:errcheck
 	} else {
-		bw.WriteString("status code ") //nolint:errcheck
-		bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+		bw.WriteString("status code ")                                     //nolint:errcheck
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10)) //nolint:errcheck
 	}
 	bw.WriteString("\r\n") //nolint:errcheck
 	keys := w.c.keys[:0]
