@@ -112,6 +112,16 @@ func (c *rawConn) read(method string) (*http.Response, string) {
 
 // expectClosed checks that the server closes the connection within d and
 // sends nothing more.
+// want200 reads an answer and fails the test unless it is 200 with body.
+func (c *rawConn) want200(method, body string) *http.Response {
+	c.t.Helper()
+	res, got := c.read(method)
+	if res.StatusCode != 200 || got != body {
+		c.t.Fatalf("answer %d %q, want 200 %q (read %q)", res.StatusCode, got, body, c.raw.String())
+	}
+	return res
+}
+
 func (c *rawConn) expectClosed(d time.Duration) {
 	c.t.Helper()
 	c.SetReadDeadline(time.Now().Add(d))
@@ -172,9 +182,7 @@ func TestServerKeepAlive(t *testing.T) {
 			"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n" +
 			get("/d"))
 		for _, want := range []string{"GET /a ", "POST /b hello", "POST /c xyz", "GET /d "} {
-			if res, body := c.read("GET"); res.StatusCode != 200 || body != want {
-				t.Fatalf("answer %d %q, want 200 %q", res.StatusCode, body, want)
-			}
+			c.want200("GET", want)
 		}
 	})
 }
@@ -441,16 +449,12 @@ func TestServerRequestBodies(t *testing.T) {
 	t.Run("Content-Length", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		c.send("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world")
-		if res, body := c.read("POST"); res.StatusCode != 200 || body != "POST /x hello world" {
-			t.Fatalf("answer %d %q", res.StatusCode, body)
-		}
+		c.want200("POST", "POST /x hello world")
 	})
 	t.Run("chunked", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		c.send("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-		if res, body := c.read("POST"); res.StatusCode != 200 || body != "POST /x hello world" {
-			t.Fatalf("answer %d %q", res.StatusCode, body)
-		}
+		c.want200("POST", "POST /x hello world")
 	})
 	t.Run("100-continue when the handler reads", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
@@ -463,9 +467,7 @@ func TestServerRequestBodies(t *testing.T) {
 			t.Fatalf("first answer %q, want HTTP/1.1 100 Continue", c.raw.String())
 		}
 		c.send("hello")
-		if res, body := c.read("POST"); res.StatusCode != 200 || body != "POST /x hello" {
-			t.Fatalf("answer %d %q", res.StatusCode, body)
-		}
+		c.want200("POST", "POST /x hello")
 	})
 	t.Run("100-continue refused", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
@@ -491,9 +493,7 @@ func TestServerRequestBodies(t *testing.T) {
 	t.Run("empty Expect", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		c.send("POST /x HTTP/1.1\r\nHost: t\r\nExpect: \r\nContent-Length: 5\r\n\r\nhello")
-		if res, body := c.read("POST"); res.StatusCode != 200 || body != "POST /x hello" {
-			t.Fatalf("answer %d %q, want 200 \"POST /x hello\"", res.StatusCode, body)
-		}
+		c.want200("POST", "POST /x hello")
 	})
 	t.Run("small unread body is discarded", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
@@ -503,9 +503,7 @@ func TestServerRequestBodies(t *testing.T) {
 			t.Fatalf("answer %d %q close=%v, want 200 \"ignored\" kept open", res.StatusCode, body, res.Close)
 		}
 		c.send(get("/again"))
-		if res, body := c.read("GET"); res.StatusCode != 200 || body != "GET /again " {
-			t.Fatalf("next answer %d %q", res.StatusCode, body)
-		}
+		c.want200("GET", "GET /again ")
 	})
 	t.Run("big unread body closes", func(t *testing.T) {
 		c := dialRaw(t, ts.addr)
@@ -634,13 +632,9 @@ func TestServerEmptyHost(t *testing.T) {
 	ts := startServer(t, &Server{Handler: http.HandlerFunc(srvEcho)})
 	c := dialRaw(t, ts.addr)
 	c.send("GET /e HTTP/1.1\r\nHost: \r\n\r\n")
-	if res, body := c.read("GET"); res.StatusCode != 200 || body != "GET /e " {
-		t.Fatalf("answer %d %q, want 200 \"GET /e \"", res.StatusCode, body)
-	}
+	c.want200("GET", "GET /e ")
 	c.send("GET /m HTTP/1.1\r\n\r\n")
-	if res, body := c.read("GET"); res.StatusCode != 200 || body != "GET /m " {
-		t.Fatalf("without Host: answer %d %q, want 200 \"GET /m \"", res.StatusCode, body)
-	}
+	c.want200("GET", "GET /m ")
 }
 
 func TestServerHeaderSafety(t *testing.T) {
@@ -729,9 +723,7 @@ func TestServerTimeouts(t *testing.T) {
 		c := dialRaw(t, ts.addr)
 		start := time.Now()
 		c.send(get("/x"))
-		if res, body := c.read("GET"); res.StatusCode != 200 || body != "GET /x " {
-			t.Fatalf("answer %d %q", res.StatusCode, body)
-		}
+		c.want200("GET", "GET /x ")
 		c.expectClosed(2 * time.Second)
 		if d := time.Since(start); d < idle {
 			t.Errorf("closed after %v, before the IdleTimeout (%v)", d, idle)
@@ -805,16 +797,12 @@ func TestServerPanics(t *testing.T) {
 		t.Helper()
 		c := dialRaw(t, ts.addr)
 		c.send(get("/"))
-		if res, body := c.read("GET"); res.StatusCode != 200 || body != "ok" {
-			t.Fatalf("answer %d %q, want 200 ok", res.StatusCode, body)
-		}
+		c.want200("GET", "ok")
 	}
 
 	c := dialRaw(t, ts.addr)
 	c.send(get("/"))
-	if res, body := c.read("GET"); res.StatusCode != 200 || body != "ok" {
-		t.Fatalf("answer %d %q, want 200 ok", res.StatusCode, body)
-	}
+	c.want200("GET", "ok")
 	c.send(get("/abort"))
 	c.expectClosed(2 * time.Second)
 	if s := logged.String(); s != "" {
