@@ -303,8 +303,13 @@ func (s *Server) watch() {
 		s.mu.Unlock()
 		now := mono()
 		for _, c := range conns {
+			// The state first: a connection's since is stored before its
+			// state, so a new state is never judged by the old state's
+			// time (an idle connection's two minutes against the header
+			// timeout of the request that just arrived).
+			st := c.state.Load()
 			age := now - c.since.Load()
-			switch c.state.Load() {
+			switch st {
 			case stateIdle:
 				if age > idle && c.state.CompareAndSwap(stateIdle, stateClosed) {
 					c.nc.Close()
@@ -373,6 +378,8 @@ func (s *Server) newConn(nc net.Conn) *sconn {
 	return c
 }
 
+// setState stores the time before the state: the watch reads them in the
+// other order.
 func (c *sconn) setState(st int32) {
 	c.since.Store(mono())
 	c.state.Store(st)
