@@ -57,6 +57,7 @@ type options struct {
 	inProcess    bool
 	childProcs   int
 	hopProcs     int
+	natsProcs    int
 	edgeEnv      []string
 	edgeLimits   bool
 	skipOpen     bool
@@ -92,6 +93,7 @@ func main() {
 	flag.BoolVar(&o.inProcess, "inprocess", false, "run NATS, the mock, the proxy and the edge in this process instead of child processes")
 	flag.IntVar(&o.childProcs, "child-gomaxprocs", 0, "GOMAXPROCS of the child processes (0: Go's default, the CPUs available)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the edge and the minimal proxy only (0: as the other children); wins over -child-gomaxprocs for them")
+	flag.IntVar(&o.natsProcs, "nats-gomaxprocs", 0, "GOMAXPROCS of the NATS child only (0: as the other children): how much of the shared CPUs the bus may take at once")
 	flag.BoolVar(&o.edgeLimits, "key-limits", true, "give the key four limits and a model filter (the edge checks them all on every request)")
 	flag.BoolVar(&o.skipOpen, "skip-open", false, "skip the open-loop steps")
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")
@@ -138,8 +140,8 @@ func main() {
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")
 	}
-	if o.inProcess && (o.pin || o.edgeProfile != "") {
-		fail("-pin and -edge-cpuprofile need the child processes: drop -inprocess")
+	if o.inProcess && (o.pin || o.edgeProfile != "" || o.natsProcs > 0) {
+		fail("-pin, -edge-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -260,6 +260,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		if role == "edge" {
 			roleEnv = append(roleEnv, o.edgeEnv...)
 		}
+		if o.natsProcs > 0 && role == "nats" {
+			roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.natsProcs))
+		}
 		c, err := startChild(ctx, role, arg, roleEnv, lifetime, cpus[role])
 		if err != nil {
 			return nil, err
