@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,16 +110,15 @@ func runChild(role, arg string) error {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 		// This process runs only the edge, as `tollgate edge` does: the
-		// same garbage collector tuning (TOLLGATE_EDGE_GC_MIN_HEAP_MB=0
-		// for Go's default pacing).
-		cfg := edge.DefaultConfig()
-		if v := os.Getenv("TOLLGATE_EDGE_GC_MIN_HEAP_MB"); v != "" {
-			if cfg.GCMinHeapMB, err = strconv.Atoi(v); err != nil {
-				return fmt.Errorf("TOLLGATE_EDGE_GC_MIN_HEAP_MB: %w", err)
-			}
+		// same settings from the environment and the same garbage
+		// collector tuning (TOLLGATE_EDGE_GC_MIN_HEAP_MB=0 for Go's
+		// default pacing).
+		cfg, cerr := edgeConfig()
+		if cerr != nil {
+			return cerr
 		}
 		edge.TuneGC(context.Background(), cfg)
-		url, stop, err = startEdge(arg, os.Getenv("TOLLGATE_PEPPER"))
+		url, stop, err = startEdge(cfg, arg, os.Getenv("TOLLGATE_PEPPER"))
 	default:
 		return fmt.Errorf("unknown child role %q", role)
 	}

@@ -22,10 +22,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/config"
 	"github.com/tollgate/tollgate/pkg/h1"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/mockllm"
@@ -203,7 +205,11 @@ func start(ctx context.Context, o options) (*system, error) {
 		if err != nil {
 			return nil, err
 		}
-		edgeURL, stopEdge, err := startEdge(natsURL, pep)
+		cfg, err := edgeConfig()
+		if err != nil {
+			return nil, err
+		}
+		edgeURL, stopEdge, err := startEdge(cfg, natsURL, pep)
 		if err != nil {
 			return nil, err
 		}
@@ -405,21 +411,20 @@ func startProxy(arg string) (string, func(), error) {
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
-func startEdge(natsURL, pepper string) (string, func(), error) {
+// edgeConfig is the edge's configuration as `tollgate edge` loads it from
+// the environment: the defaults, then every TOLLGATE_* variable (so -edge-env
+// TOLLGATE_EDGE_HTTP_SERVER=net/http and the like reach it). startEdge sets
+// the addresses, the pepper and the spool.
+func edgeConfig() (edge.Config, error) {
+	cfg := edge.DefaultConfig()
+	err := config.Bind(pflag.NewFlagSet("edge", pflag.ContinueOnError), &cfg).Load(nil, os.Environ())
+	return cfg, err
+}
+
+func startEdge(cfg edge.Config, natsURL, pepper string) (string, func(), error) {
 	dir, err := os.MkdirTemp("", "tollgate-loadtest-spool-")
 	if err != nil {
 		return "", nil, err
-	}
-	cfg := edge.DefaultConfig()
-	if v := os.Getenv("TOLLGATE_EDGE_USAGE_BATCH_DELAY"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return "", nil, fmt.Errorf("TOLLGATE_EDGE_USAGE_BATCH_DELAY: %w", err)
-		}
-		cfg.UsageBatchDelay = d
-	}
-	if v := os.Getenv("TOLLGATE_EDGE_HTTP_SERVER"); v != "" {
-		cfg.HTTPServer = v // net/http: the standard library's server, for comparison
 	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATSURL = natsURL
