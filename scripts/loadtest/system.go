@@ -517,7 +517,7 @@ func seed(ctx context.Context, natsURL, pepper, mockURL string, withLimits bool)
 	return secret, nil
 }
 
-// startRelay is the -relay stand-in for the minimal proxy: it copies bytes
+// startRelay is the -proxy-kind relay stand-in for the minimal proxy: it copies bytes
 // between each client connection and a connection of its own to addr, with
 // no HTTP at all. What it adds is what the operating system and Go's
 // scheduler charge for a second hop on this machine, the floor under any
