@@ -95,7 +95,7 @@ func runChild(role, arg string) error {
 	case "nats":
 		url, stop, err = startNATS()
 	case "mock":
-		url, stop, err = startMock()
+		url, stop, err = startMock(arg)
 	case "proxy":
 		url, stop, err = startProxy(arg)
 	case "edge":

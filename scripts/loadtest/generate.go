@@ -25,10 +25,11 @@ type generator struct {
 	o       options
 	sys     *system
 	clients map[string]*http.Client
+	raw     map[string]*rawClient // -client raw: used instead of clients
 	bodies  map[bool][]byte
 }
 
-func newGenerator(o options, sys *system) *generator {
+func newGenerator(o options, sys *system) (*generator, error) {
 	g := &generator{o: o, sys: sys, clients: map[string]*http.Client{}, bodies: map[bool][]byte{}}
 	for _, target := range []string{"direct", "proxy", "edge"} {
 		g.clients[target] = &http.Client{Timeout: o.timeout, Transport: &http.Transport{
@@ -53,7 +54,43 @@ func newGenerator(o options, sys *system) *generator {
 	if o.includeUsage {
 		g.bodies[true] = []byte(base + `,"stream":true,"stream_options":{"include_usage":true}}`)
 	}
-	return g
+	if o.client == "raw" {
+		g.raw = map[string]*rawClient{}
+		for target, url := range g.urls() {
+			if url == "" {
+				continue
+			}
+			cl, err := newRawClient(url, g.bodies, g.headers)
+			if err != nil {
+				return nil, err
+			}
+			g.raw[target] = cl
+		}
+	}
+	return g, nil
+}
+
+func (g *generator) urls() map[string]string {
+	return map[string]string{"direct": g.sys.mockURL, "proxy": g.sys.proxyURL, "edge": g.sys.edgeURL}
+}
+
+// headers are the request's headers besides Host and Content-Length.
+func (g *generator) headers(streamed bool) [][2]string {
+	h := [][2]string{
+		{"Content-Type", "application/json"},
+		{"Authorization", "Bearer " + g.sys.secret}, // the mock ignores it
+		{"User-Agent", "tollgate-loadtest"},
+	}
+	if streamed {
+		h = append(h, [2]string{mockllm.HeaderChunks, strconv.Itoa(g.o.chunks)})
+	}
+	if g.o.mockDelay > 0 {
+		h = append(h, [2]string{mockllm.HeaderDelayMs, strconv.FormatInt(g.o.mockDelay.Milliseconds(), 10)})
+	}
+	if streamed && g.o.chunkDelay > 0 {
+		h = append(h, [2]string{mockllm.HeaderChunkDelayMs, strconv.FormatInt(g.o.chunkDelay.Milliseconds(), 10)})
+	}
+	return h
 }
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
@@ -63,29 +100,20 @@ type sample struct {
 	late      time.Duration // actual send - scheduled
 	firstByte time.Duration // first byte of the body (streams: the first event)
 	total     time.Duration // last byte
+	size      int64         // the body's bytes (raw client only)
 	err       error
 }
 
 // do sends one request and reads the whole answer.
 func (g *generator) do(ctx context.Context, target string, streamed bool, scheduled time.Time) sample {
 	var s sample
-	url := map[string]string{"direct": g.sys.mockURL, "proxy": g.sys.proxyURL, "edge": g.sys.edgeURL}[target]
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(g.bodies[streamed]))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.urls()[target]+"/v1/chat/completions", bytes.NewReader(g.bodies[streamed]))
 	if err != nil {
 		s.err = err
 		return s
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+g.sys.secret) // the mock ignores it
-	req.Header.Set("User-Agent", "tollgate-loadtest")
-	if streamed {
-		req.Header.Set(mockllm.HeaderChunks, strconv.Itoa(g.o.chunks))
-	}
-	if g.o.mockDelay > 0 {
-		req.Header.Set(mockllm.HeaderDelayMs, strconv.FormatInt(g.o.mockDelay.Milliseconds(), 10))
-	}
-	if streamed && g.o.chunkDelay > 0 {
-		req.Header.Set(mockllm.HeaderChunkDelayMs, strconv.FormatInt(g.o.chunkDelay.Milliseconds(), 10))
+	for _, h := range g.headers(streamed) {
+		req.Header.Set(h[0], h[1])
 	}
 	s.late = time.Since(scheduled)
 	res, err := g.clients[target].Do(req)
@@ -256,17 +284,34 @@ func (g *generator) openLoop(ctx context.Context, target string, streamed bool, 
 		}
 		inflight.Add(1)
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer inflight.Add(-1)
-			s := g.do(ctx, target, streamed, scheduled)
+		done := func(s sample) {
 			if measured {
 				mu.Lock()
 				res.samples = append(res.samples, s)
 				res.lastDone = time.Now()
 				mu.Unlock()
 			}
-		}()
+			inflight.Add(-1)
+			wg.Done()
+		}
+		if cl := g.raw[target]; cl != nil {
+			cl.send(streamed, scheduled, done)
+			continue
+		}
+		go func() { done(g.do(ctx, target, streamed, scheduled)) }()
+	}
+	if cl := g.raw[target]; cl != nil {
+		// The raw client has no per-request timeout: answers still out
+		// -timeout after the last send fail when their connections close.
+		waited := make(chan struct{})
+		go func() { wg.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(g.o.timeout):
+			cl.closeAll()
+		case <-ctx.Done():
+			cl.closeAll()
+		}
 	}
 	wg.Wait()
 	res.cpu = g.sys.cpu().sub(cpu0)
@@ -292,6 +337,24 @@ func (r *result) merge(o *result) {
 	r.sorted = nil
 }
 
+// rawRoundTrip sends one request on the closed-loop worker's connection
+// *rc, dialling it first if need be (its answers must come by end+timeout).
+func (g *generator) rawRoundTrip(cl *rawClient, rc **rawConn, streamed bool, now, end time.Time) sample {
+	if *rc == nil {
+		c, err := cl.dial()
+		if err != nil {
+			return sample{total: time.Since(now), err: err}
+		}
+		c.c.SetDeadline(end.Add(g.o.timeout)) //nolint:errcheck // a fresh connection
+		*rc = c
+	}
+	s, ok := (*rc).roundTrip(streamed, now)
+	if !ok {
+		*rc = nil
+	}
+	return s
+}
+
 // closedLoop runs n workers that each send a request as soon as their last
 // one is answered, for a second unmeasured and then closedDur.
 func (g *generator) closedLoop(ctx context.Context, target string, streamed bool, n int) *result {
@@ -308,12 +371,23 @@ func (g *generator) closedLoop(ctx context.Context, target string, streamed bool
 		go func() {
 			defer wg.Done()
 			var mine []sample
+			var rc *rawConn // -client raw: this worker's connection
+			defer func() {
+				if rc != nil {
+					rc.close()
+				}
+			}()
 			for ctx.Err() == nil {
 				now := time.Now()
 				if !now.Before(end) {
 					break
 				}
-				s := g.do(ctx, target, streamed, now)
+				var s sample
+				if cl := g.raw[target]; cl != nil {
+					s = g.rawRoundTrip(cl, &rc, streamed, now, end)
+				} else {
+					s = g.do(ctx, target, streamed, now)
+				}
 				if now.After(measureFrom) {
 					mine = append(mine, s)
 				}

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +68,8 @@ type options struct {
 	pin          bool
 	proxy        bool
 	proxyKind    string
+	client       string
+	mockServer   string
 	rounds       int
 }
 
@@ -100,8 +103,11 @@ func main() {
 	flag.DurationVar(&o.maxTotalTime, "max-total", 30*time.Minute, "stop everything after this long, whatever is left")
 	flag.BoolVar(&o.proxy, "proxy", true, "also measure a minimal pass-through proxy (no checks, no metering) in front of the mock: what any proxy hop costs here")
 	flag.StringVar(&o.proxyKind, "proxy-kind", "net/http", "the minimal proxy: net/http (net/http's server and Transport), h1 (the edge's own HTTP/1.1 server and client: what the edge adds beyond its HTTP code), or relay (a raw TCP relay, bytes copied with no HTTP: what a second hop costs here before any HTTP handling)")
+	flag.StringVar(&o.client, "client", "raw", "the load generator's HTTP client: raw (pre-built requests written straight onto keep-alive connections, one reader goroutine per connection: the least CPU taken from the processes measured) or net/http (net/http's Client, a goroutine per request)")
+	flag.StringVar(&o.mockServer, "mock-server", "h1", "the mock upstream's HTTP server: h1 (pkg/h1's, the cheaper) or net/http")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
+	genProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generator) to this file")
 	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
 	flag.Parse()
 	for _, kv := range strings.Split(*edgeEnv, ",") {
@@ -137,11 +143,27 @@ func main() {
 	default:
 		fail("-proxy-kind: %q is not net/http, h1 or relay", o.proxyKind)
 	}
+	if o.client != "raw" && o.client != "net/http" {
+		fail("-client: %q is not raw or net/http", o.client)
+	}
+	if o.mockServer != "h1" && o.mockServer != "net/http" {
+		fail("-mock-server: %q is not h1 or net/http", o.mockServer)
+	}
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")
 	}
 	if o.inProcess && (o.pin || o.edgeProfile != "" || o.natsProcs > 0) {
 		fail("-pin, -edge-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
+	}
+	if *genProfile != "" {
+		f, err := os.Create(*genProfile)
+		if err != nil {
+			fail("-cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail("-cpuprofile: %v", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

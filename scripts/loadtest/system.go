@@ -103,6 +103,7 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("Processes: %s. **All of them share the same %d CPUs** (and whatever else runs on the machine), so the\n"+
 			"edge's numbers include competing with the generator and the mock for them.\n", where, runtime.NumCPU())
 	}
+	fmt.Printf("Load generator's client: %s; the mock's server: %s.\n", o.client, o.mockServer)
 	fmt.Printf("Requests: chat, max_tokens %d; streams cut into %d pieces (X-Mock-Chunks), include_usage %v; mock delay %v, between stream events %v; key with limits: %v.\n\n",
 		o.maxTokens, o.chunks, o.includeUsage, o.mockDelay, o.chunkDelay, o.edgeLimits)
 
@@ -113,7 +114,10 @@ func run(ctx context.Context, o options) error {
 	if o.stream {
 		modes = append(modes, true)
 	}
-	gen := newGenerator(o, sys)
+	gen, err := newGenerator(o, sys)
+	if err != nil {
+		return err
+	}
 	targets := []string{"direct", "edge"}
 	if o.proxy {
 		targets = []string{"direct", "proxy", "edge"}
@@ -190,7 +194,7 @@ func start(ctx context.Context, o options) (*system, error) {
 			return nil, err
 		}
 		cleanups = append(cleanups, stopNATS)
-		mockURL, stopMock, err := startMock()
+		mockURL, stopMock, err := startMock(o.mockServer)
 		if err != nil {
 			return nil, err
 		}
@@ -249,6 +253,8 @@ func start(ctx context.Context, o options) (*system, error) {
 	for _, role := range roles {
 		arg := ""
 		switch role {
+		case "mock":
+			arg = o.mockServer
 		case "proxy":
 			arg = o.proxyKind + " " + sys.mockURL
 		case "edge":
@@ -307,7 +313,11 @@ func startNATS() (string, func(), error) {
 	}, nil
 }
 
-func startMock() (string, func(), error) {
+// startMock serves the mock upstream with the HTTP server named by kind:
+// h1 (pkg/h1's, by default: the mock stands in for a provider on other
+// machines, so the less of the shared CPUs it takes, the nearer the edge's
+// numbers come to that) or net/http.
+func startMock(kind string) (string, func(), error) {
 	mock, err := mockllm.New(mockllm.Options{})
 	if err != nil {
 		return "", nil, err
@@ -316,9 +326,18 @@ func startMock() (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	var srv server = &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if kind == "h1" {
+		srv = &h1.Server{Handler: mock}
+	}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// server is what the load test needs of net/http's and pkg/h1's servers.
+type server interface {
+	Serve(net.Listener) error
+	Close() error
 }
 
 // startProxy serves a minimal pass-through proxy to the upstream in arg
@@ -400,10 +419,7 @@ func startProxy(arg string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var srv interface {
-		Serve(net.Listener) error
-		Close() error
-	} = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	var srv server = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if kind == "h1" {
 		srv = &h1.Server{Handler: h}
 	}
