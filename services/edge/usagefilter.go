@@ -17,9 +17,10 @@ type usageFilter struct {
 }
 
 var (
-	eventEnd    = []byte("\n\n")
-	emptyChoice = []byte(`"choices":[]`)
-	usageField  = []byte(`"usage":{`)
+	eventEnd     = []byte("\n\n")
+	emptyList    = []byte(`[]`)
+	choicesColon = []byte(`"choices":`) // before emptyList: "choices":[]
+	usageField   = []byte(`"usage":{`)
 )
 
 // pass returns what of chunk may go to the client now. The result is valid
@@ -69,9 +70,28 @@ func lastEventEnd(data []byte) int {
 	}
 }
 
-// usageOnly reports whether events may hold a usage-only event.
+// usageOnly reports whether events may hold a usage-only event: one with
+// `"choices":[]` and a usage object.
 func usageOnly(events []byte) bool {
-	return bytes.Contains(events, emptyChoice) && bytes.Contains(events, usageField)
+	return hasEmptyChoices(events) && bytes.Contains(events, usageField)
+}
+
+// hasEmptyChoices is bytes.Contains(b, []byte(`"choices":[]`)), found from
+// the "[]": bytes.Index steps from one occurrence of the needle's first byte
+// to the next, and '"' is everywhere in JSON, where '[' comes about once per
+// chunk. Every event of every stream passes here.
+func hasEmptyChoices(b []byte) bool {
+	for off := 0; ; {
+		i := bytes.Index(b[off:], emptyList)
+		if i < 0 {
+			return false
+		}
+		at := off + i
+		if at >= len(choicesColon) && bytes.Equal(b[at-len(choicesColon):at], choicesColon) {
+			return true
+		}
+		off = at + 1
+	}
 }
 
 // appendKept appends to dst the events of complete but the usage-only ones:

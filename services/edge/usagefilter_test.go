@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -73,4 +74,48 @@ func FuzzUsageFilter(f *testing.F) {
 			t.Fatalf("chunking changed the output: %q vs %q", got, whole)
 		}
 	})
+}
+
+func TestHasEmptyChoices(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{`{"choices":[],"usage":{}}`, true},
+		{`"choices":[]`, true},
+		{`choices":[]`, false}, // too short to hold the name before the []
+		{`{"choices": [],"usage":{}}`, false},
+		{`{"choices":[{}]}`, false},
+		{`{"a":[],"choices":[[]]}`, false},
+		{`{"a":[],"b":[]} {"choices":[]}`, true},
+		{`"choices":[[]`, false},
+		{`"choices":[][]`, true},
+		{``, false},
+	} {
+		if got := hasEmptyChoices([]byte(tc.in)); got != tc.want {
+			t.Errorf("hasEmptyChoices(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzHasEmptyChoices(f *testing.F) {
+	f.Add([]byte(filterStream))
+	f.Add([]byte(`"choices":[][]"choices":[`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := hasEmptyChoices(b), bytes.Contains(b, []byte(`"choices":[]`)); got != want {
+			t.Fatalf("hasEmptyChoices(%q) = %v, bytes.Contains says %v", b, got, want)
+		}
+	})
+}
+
+// BenchmarkUsageOnly is the check every chunk of every stream passes: a
+// chunk of four events, none of them usage-only.
+func BenchmarkUsageOnly(b *testing.B) {
+	chunk := []byte(strings.Repeat(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}`+"\n\n", 4))
+	b.SetBytes(int64(len(chunk)))
+	for b.Loop() {
+		if usageOnly(chunk) {
+			b.Fatal("usage-only")
+		}
+	}
 }
