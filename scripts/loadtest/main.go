@@ -20,6 +20,12 @@
 // process and each process's CPU time can be read; -inprocess runs them all
 // here.
 //
+// Everything shares the machine's CPUs, so the generator and the mock, which
+// stand in for clients and a provider on other machines, are kept lean: the
+// generator writes pre-built requests straight onto keep-alive connections
+// (rawclient.go; -client net/http for net/http's client, which costs twice
+// the CPU) and the mock is served by pkg/h1 (-mock-server net/http).
+//
 //	go run ./scripts/loadtest                      # the whole run, about 10 minutes
 //	go run ./scripts/loadtest -rates 2000 -duration 20s -stream=false
 //
@@ -102,7 +108,7 @@ func main() {
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")
 	flag.DurationVar(&o.maxTotalTime, "max-total", 30*time.Minute, "stop everything after this long, whatever is left")
 	flag.BoolVar(&o.proxy, "proxy", true, "also measure a minimal pass-through proxy (no checks, no metering) in front of the mock: what any proxy hop costs here")
-	flag.StringVar(&o.proxyKind, "proxy-kind", "net/http", "the minimal proxy: net/http (net/http's server and Transport), h1 (the edge's own HTTP/1.1 server and client: what the edge adds beyond its HTTP code), or relay (a raw TCP relay, bytes copied with no HTTP: what a second hop costs here before any HTTP handling)")
+	flag.StringVar(&o.proxyKind, "proxy-kind", "h1", "the minimal proxy: net/http (net/http's server and Transport), h1 (the edge's own HTTP/1.1 server and client: what the edge adds beyond its HTTP code), or relay (a raw TCP relay, bytes copied with no HTTP: what a second hop costs here before any HTTP handling)")
 	flag.StringVar(&o.client, "client", "raw", "the load generator's HTTP client: raw (pre-built requests written straight onto keep-alive connections, one reader goroutine per connection: the least CPU taken from the processes measured) or net/http (net/http's Client, a goroutine per request)")
 	flag.StringVar(&o.mockServer, "mock-server", "h1", "the mock upstream's HTTP server: h1 (pkg/h1's, the cheaper) or net/http")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
@@ -136,6 +142,7 @@ func main() {
 	}
 	switch o.proxyKind {
 	case "net/http":
+		targetNames["proxy"] = "minimal net/http proxy"
 	case "h1":
 		targetNames["proxy"] = "minimal h1 proxy"
 	case "relay":
