@@ -88,6 +88,16 @@ func (c *child) stop() {
 }
 
 func runChild(role, arg string) error {
+	if path := os.Getenv("TOLLGATE_LOADTEST_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	var url string
 	var stop func()
 	var err error
@@ -99,16 +109,6 @@ func runChild(role, arg string) error {
 	case "proxy":
 		url, stop, err = startProxy(arg)
 	case "edge":
-		if path := os.Getenv("TOLLGATE_LOADTEST_EDGE_CPUPROFILE"); path != "" {
-			f, err := os.Create(path)
-			if err != nil {
-				return err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
-		}
 		// This process runs only the edge, as `tollgate edge` does: the
 		// same settings from the environment and the same garbage
 		// collector tuning (TOLLGATE_EDGE_GC_MIN_HEAP_MB=0 for Go's

@@ -71,6 +71,7 @@ type options struct {
 	skipClosed   bool
 	maxTotalTime time.Duration
 	edgeProfile  string
+	mockProfile  string
 	pin          bool
 	proxy        bool
 	proxyKind    string
@@ -113,6 +114,7 @@ func main() {
 	flag.StringVar(&o.mockServer, "mock-server", "h1", "the mock upstream's HTTP server: h1 (pkg/h1's, the cheaper) or net/http")
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
+	flag.StringVar(&o.mockProfile, "mock-cpuprofile", "", "write a CPU profile of the mock child process to this file (not with -inprocess)")
 	genProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generator) to this file")
 	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
 	flag.Parse()
@@ -159,8 +161,8 @@ func main() {
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")
 	}
-	if o.inProcess && (o.pin || o.edgeProfile != "" || o.natsProcs > 0) {
-		fail("-pin, -edge-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
+	if o.inProcess && (o.pin || o.edgeProfile != "" || o.mockProfile != "" || o.natsProcs > 0) {
+		fail("-pin, -edge-cpuprofile, -mock-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
 	}
 	if *genProfile != "" {
 		f, err := os.Create(*genProfile)

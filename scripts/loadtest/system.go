@@ -223,9 +223,6 @@ func start(ctx context.Context, o options) (*system, error) {
 		return sys, nil
 	}
 	env := []string{}
-	if o.edgeProfile != "" {
-		env = append(env, "TOLLGATE_LOADTEST_EDGE_CPUPROFILE="+o.edgeProfile)
-	}
 	if o.childProcs > 0 {
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(o.childProcs))
 	}
@@ -271,6 +268,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		}
 		if role == "edge" {
 			roleEnv = append(roleEnv, o.edgeEnv...)
+		}
+		if path := map[string]string{"edge": o.edgeProfile, "mock": o.mockProfile}[role]; path != "" {
+			roleEnv = append(roleEnv, "TOLLGATE_LOADTEST_CPUPROFILE="+path)
 		}
 		if o.natsProcs > 0 && role == "nats" {
 			roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.natsProcs))
