@@ -72,6 +72,7 @@ type options struct {
 	maxTotalTime time.Duration
 	edgeProfile  string
 	mockProfile  string
+	natsProfile  string
 	pin          bool
 	proxy        bool
 	proxyKind    string
@@ -115,6 +116,7 @@ func main() {
 	flag.BoolVar(&o.pin, "pin", false, "with taskset, pin the edge (and the minimal proxy) to the last CPU and the generator, the mock and NATS to the others (not with -inprocess)")
 	flag.StringVar(&o.edgeProfile, "edge-cpuprofile", "", "write a CPU profile of the edge child process to this file (not with -inprocess)")
 	flag.StringVar(&o.mockProfile, "mock-cpuprofile", "", "write a CPU profile of the mock child process to this file (not with -inprocess)")
+	flag.StringVar(&o.natsProfile, "nats-cpuprofile", "", "write a CPU profile of the NATS child process to this file (not with -inprocess)")
 	genProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generator) to this file")
 	edgeEnv := flag.String("edge-env", "", "environment variables for the edge child only, comma-separated KEY=VALUE (e.g. GOGC=400)")
 	flag.Parse()
@@ -161,8 +163,8 @@ func main() {
 	if !o.plain && !o.stream {
 		fail("nothing to do: -plain=false and -stream=false")
 	}
-	if o.inProcess && (o.pin || o.edgeProfile != "" || o.mockProfile != "" || o.natsProcs > 0) {
-		fail("-pin, -edge-cpuprofile, -mock-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
+	if o.inProcess && (o.pin || o.edgeProfile != "" || o.mockProfile != "" || o.natsProfile != "" || o.natsProcs > 0) {
+		fail("-pin, -edge-cpuprofile, -mock-cpuprofile, -nats-cpuprofile and -nats-gomaxprocs need the child processes: drop -inprocess")
 	}
 	if *genProfile != "" {
 		f, err := os.Create(*genProfile)

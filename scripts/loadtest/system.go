@@ -269,7 +269,7 @@ func start(ctx context.Context, o options) (*system, error) {
 		if role == "edge" {
 			roleEnv = append(roleEnv, o.edgeEnv...)
 		}
-		if path := map[string]string{"edge": o.edgeProfile, "mock": o.mockProfile}[role]; path != "" {
+		if path := map[string]string{"edge": o.edgeProfile, "mock": o.mockProfile, "nats": o.natsProfile}[role]; path != "" {
 			roleEnv = append(roleEnv, "TOLLGATE_LOADTEST_CPUPROFILE="+path)
 		}
 		if o.natsProcs > 0 && role == "nats" {
