@@ -23,9 +23,48 @@ func TestDelay(t *testing.T) {
 	}
 	start = time.Now()
 	_, stream, _ := post(t, srv, "/v1/chat/completions", streamed(chatOne, ""), HeaderChunkDelayMs, "30", HeaderChunks, "3")
-	// role, 3 pieces, finish, [DONE]: five gaps.
-	if took := time.Since(start); len(events(t, stream)) != 6 || took < 150*time.Millisecond {
-		t.Errorf("%d events in %v, want 6 in 150ms or more", len(events(t, stream)), took)
+	// role, 3 pieces, finish: four gaps; [DONE] follows the finish at once.
+	if took := time.Since(start); len(events(t, stream)) != 6 || took < 120*time.Millisecond {
+		t.Errorf("%d events in %v, want 6 in 120ms or more", len(events(t, stream)), took)
+	}
+}
+
+// The events that close a stream (usage, the end) follow the last generated
+// one at once: the chunk delay stands for generating tokens.
+func TestChunkDelayNotBeforeTheClosingEvents(t *testing.T) {
+	_, srv := server(t, Options{})
+	for _, tt := range []struct{ path, body, last, closing string }{
+		{"/v1/chat/completions", `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`, "data: [DONE]", `"finish_reason":"stop"`},
+		{"/v1/messages", streamed(msgBody, ""), `{"type":"message_stop"}`, "content_block_stop"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+tt.path, strings.NewReader(tt.body))
+		req.Header.Set(HeaderChunkDelayMs, "300")
+		req.Header.Set(HeaderChunks, "1")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		var closedAt time.Time
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: stream ended before %q: %v", tt.path, tt.last, err)
+			}
+			if closedAt.IsZero() && strings.Contains(line, tt.closing) {
+				closedAt = time.Now()
+			}
+			if strings.Contains(line, tt.last) {
+				break
+			}
+		}
+		resp.Body.Close()
+		if closedAt.IsZero() {
+			t.Fatalf("%s: no %q event", tt.path, tt.closing)
+		}
+		if gap := time.Since(closedAt); gap > 150*time.Millisecond {
+			t.Errorf("%s: %v from the last generated event to the end, want no chunk delay (300ms)", tt.path, gap)
+		}
 	}
 }
 

@@ -115,7 +115,7 @@ func New(opts Options) (*Handler, error) {
 // The control headers, for tests and load scripts.
 const (
 	HeaderDelayMs      = "X-Mock-Delay-Ms"       // wait before answering
-	HeaderChunkDelayMs = "X-Mock-Chunk-Delay-Ms" // wait between streamed events
+	HeaderChunkDelayMs = "X-Mock-Chunk-Delay-Ms" // wait between generated stream events (usage and the end follow at once)
 	HeaderStatus       = "X-Mock-Status"         // answer this status (400-599) with a provider-style error
 	HeaderBreakAfter   = "X-Mock-Break-After"    // drop the connection after N events (or N body bytes)
 	HeaderOmitUsage    = "X-Mock-Omit-Usage"     // "1": report no usage at all

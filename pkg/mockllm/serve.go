@@ -50,7 +50,8 @@ func (h *Handler) serveLLM(w http.ResponseWriter, r *http.Request, kind llm.Kind
 }
 
 // eventWriter sends server-sent events one at a time, each flushed at once
-// as providers do, with the control headers' delay between events and break.
+// as providers do, with the control headers' delay between generated events
+// and break.
 type eventWriter struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
@@ -108,11 +109,16 @@ func (e *eventWriter) send() bool {
 
 // closing is called before the events that report usage and end the
 // stream: a requested break happens here at the latest, so a broken stream
-// never carries its final usage.
+// never carries its final usage. Those events follow the last generated one
+// at once, with no chunk delay, as providers send them: the delay stands
+// for generating tokens, and a stream whose usage came a delay later would
+// make a proxy that asks for usage on the client's behalf look slower by
+// that delay.
 func (e *eventWriter) closing() {
 	if e.ok && e.left >= 0 {
 		e.abort()
 	}
+	e.delay = 0
 }
 
 // abort drops the connection the way a dying upstream does: net/http closes
