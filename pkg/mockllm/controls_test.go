@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,13 +33,14 @@ func TestDelay(t *testing.T) {
 // The events that close a stream (usage, the end) follow the last generated
 // one at once: the chunk delay stands for generating tokens.
 func TestChunkDelayNotBeforeTheClosingEvents(t *testing.T) {
+	const delay = 300 * time.Millisecond
 	_, srv := server(t, Options{})
 	for _, tt := range []struct{ path, body, last, closing string }{
 		{"/v1/chat/completions", `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`, "data: [DONE]", `"finish_reason":"stop"`},
 		{"/v1/messages", streamed(msgBody, ""), `{"type":"message_stop"}`, "content_block_stop"},
 	} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+tt.path, strings.NewReader(tt.body))
-		req.Header.Set(HeaderChunkDelayMs, "300")
+		req.Header.Set(HeaderChunkDelayMs, strconv.Itoa(int(delay.Milliseconds())))
 		req.Header.Set(HeaderChunks, "1")
 		resp, err := srv.Client().Do(req)
 		if err != nil {
@@ -62,8 +64,10 @@ func TestChunkDelayNotBeforeTheClosingEvents(t *testing.T) {
 		if closedAt.IsZero() {
 			t.Fatalf("%s: no %q event", tt.path, tt.closing)
 		}
-		if gap := time.Since(closedAt); gap > 150*time.Millisecond {
-			t.Errorf("%s: %v from the last generated event to the end, want no chunk delay (300ms)", tt.path, gap)
+		// A delay before a closing event would make the gap at least one
+		// whole delay (time.Sleep never wakes early).
+		if gap := time.Since(closedAt); gap >= delay {
+			t.Errorf("%s: %v from the last generated event to the end, want less than one chunk delay (%v)", tt.path, gap, delay)
 		}
 	}
 }

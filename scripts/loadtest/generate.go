@@ -24,13 +24,15 @@ import (
 type generator struct {
 	o       options
 	sys     *system
+	urls    map[string]string // by target; "" for one not started
 	clients map[string]*http.Client
 	raw     map[string]*rawClient // -client raw: used instead of clients
 	bodies  map[bool][]byte
 }
 
 func newGenerator(o options, sys *system) (*generator, error) {
-	g := &generator{o: o, sys: sys, clients: map[string]*http.Client{}, bodies: map[bool][]byte{}}
+	g := &generator{o: o, sys: sys, clients: map[string]*http.Client{}, bodies: map[bool][]byte{},
+		urls: map[string]string{"direct": sys.mockURL, "proxy": sys.proxyURL, "edge": sys.edgeURL}}
 	for _, target := range []string{"direct", "proxy", "edge"} {
 		g.clients[target] = &http.Client{Timeout: o.timeout, Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -56,7 +58,7 @@ func newGenerator(o options, sys *system) (*generator, error) {
 	}
 	if o.client == "raw" {
 		g.raw = map[string]*rawClient{}
-		for target, url := range g.urls() {
+		for target, url := range g.urls {
 			if url == "" {
 				continue
 			}
@@ -68,10 +70,6 @@ func newGenerator(o options, sys *system) (*generator, error) {
 		}
 	}
 	return g, nil
-}
-
-func (g *generator) urls() map[string]string {
-	return map[string]string{"direct": g.sys.mockURL, "proxy": g.sys.proxyURL, "edge": g.sys.edgeURL}
 }
 
 // headers are the request's headers besides Host and Content-Length.
@@ -107,7 +105,7 @@ type sample struct {
 // do sends one request and reads the whole answer.
 func (g *generator) do(ctx context.Context, target string, streamed bool, scheduled time.Time) sample {
 	var s sample
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.urls()[target]+"/v1/chat/completions", bytes.NewReader(g.bodies[streamed]))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.urls[target]+"/v1/chat/completions", bytes.NewReader(g.bodies[streamed]))
 	if err != nil {
 		s.err = err
 		return s

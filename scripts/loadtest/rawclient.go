@@ -132,30 +132,29 @@ func (rc *rawConn) readLoop() {
 			// sent bytes unasked. Unless send has just taken it (and its
 			// request is on the way), take it out of the pool.
 			cl.mu.Lock()
-			if rc.idleAt >= 0 {
+			idle := rc.idleAt >= 0
+			if idle {
 				cl.removeIdleLocked(rc)
-				delete(cl.all, rc)
-				cl.mu.Unlock()
-				rc.c.Close()
-				return
 			}
 			cl.mu.Unlock()
+			if idle {
+				rc.close()
+				return
+			}
 			p = <-rc.pending
 			if err == nil {
 				err = errors.New("bytes before the request was sent")
 			}
 		}
 		var s sample
-		closing := false
-		if err == nil {
-			s, closing, err = rc.readAnswer(p.streamed, p.scheduled)
+		var closing bool
+		if err != nil {
+			s = sample{total: time.Since(p.scheduled), err: err}
+		} else {
+			s, closing = rc.answer(p.streamed, p.scheduled)
 		}
 		s.late = p.late
-		if err != nil || closing {
-			s.err = err
-			if s.total == 0 {
-				s.total = time.Since(p.scheduled)
-			}
+		if s.err != nil || closing {
 			rc.close()
 			p.done(s)
 			return
@@ -203,16 +202,22 @@ func (rc *rawConn) roundTrip(streamed bool, scheduled time.Time) (s sample, ok b
 		rc.close()
 		return sample{total: time.Since(scheduled), err: err}, false
 	}
-	s, closing, err := rc.readAnswer(streamed, scheduled)
-	if err != nil {
-		s.err = err
-		s.total = time.Since(scheduled)
-	}
-	if err != nil || closing {
+	s, closing := rc.answer(streamed, scheduled)
+	if s.err != nil || closing {
 		rc.close()
 		return s, false
 	}
 	return s, true
+}
+
+// answer reads one answer into a sample (readAnswer), its error included;
+// the total is the time to the last byte read, whatever ended the answer.
+func (rc *rawConn) answer(streamed bool, scheduled time.Time) (s sample, closing bool) {
+	s, closing, err := rc.readAnswer(streamed, scheduled)
+	if err != nil {
+		s.err, s.total = err, time.Since(scheduled)
+	}
+	return s, closing
 }
 
 var errBadAnswer = errors.New("malformed HTTP answer")
@@ -350,6 +355,9 @@ func (rc *rawConn) readBody(n int64, tail *[]byte) (int64, error) {
 	return read, nil
 }
 
+// asciiEqualFold is an ASCII-only bytes.EqualFold, as net/http compares
+// header names and tokens: Unicode folding would take "chun\u212aed" (a
+// Kelvin sign) for chunked, where net/http does not.
 func asciiEqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false

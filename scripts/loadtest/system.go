@@ -322,22 +322,25 @@ func startMock(kind string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
+	return serveHTTP(kind, mock)
+}
+
+// serveHTTP serves h on a loopback port with net/http's server or, for kind
+// h1, pkg/h1's, and returns its URL and how to stop it.
+func serveHTTP(kind string, h http.Handler) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	var srv server = &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	var srv interface {
+		Serve(net.Listener) error
+		Close() error
+	} = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	if kind == "h1" {
-		srv = &h1.Server{Handler: mock}
+		srv = &h1.Server{Handler: h}
 	}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
-}
-
-// server is what the load test needs of net/http's and pkg/h1's servers.
-type server interface {
-	Serve(net.Listener) error
-	Close() error
 }
 
 // startProxy serves a minimal pass-through proxy to the upstream in arg
@@ -415,16 +418,7 @@ func startProxy(arg string) (string, func(), error) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	var srv server = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	if kind == "h1" {
-		srv = &h1.Server{Handler: h}
-	}
-	go srv.Serve(ln) //nolint:errcheck // ends with Close
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	return serveHTTP(kind, h)
 }
 
 // edgeConfig is the edge's configuration as `tollgate edge` loads it from
