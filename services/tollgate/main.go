@@ -63,7 +63,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "edge":
 		cfg := edgeSettings{Config: edge.DefaultConfig(), Log: defaultLog()}
 		return runRole("edge", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
-			edge.TuneGC(ctx, cfg.Config) // this process runs only the edge
+			// This process runs only the edge: it may start over with the
+			// runtime settings that suit it.
+			if err := edge.KeepSysmonAwake(cfg.Config, log); err != nil {
+				return err
+			}
+			edge.TuneGC(ctx, cfg.Config)
 			return edge.Run(ctx, cfg.Config, log)
 		})
 	case "metering":
