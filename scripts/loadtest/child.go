@@ -6,12 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/pkg/sysmon"
 	"github.com/tollgate/tollgate/services/edge"
 )
 
@@ -88,6 +91,24 @@ func (c *child) stop() {
 }
 
 func runChild(role, arg string) error {
+	// First of all, as `tollgate edge` does: the edge, and the proxy with
+	// it, may start over with GODEBUG keeping sysmon awake.
+	switch role {
+	case "edge":
+		cfg, err := edgeConfig()
+		if err != nil {
+			return err
+		}
+		if err := edge.KeepSysmonAwake(cfg, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	case "proxy":
+		if awake, _ := strconv.ParseBool(os.Getenv("TOLLGATE_EDGE_SYSMON_AWAKE")); awake {
+			if err := sysmon.Reexec(); err != nil {
+				return err
+			}
+		}
+	}
 	if path := os.Getenv("TOLLGATE_LOADTEST_CPUPROFILE"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {

@@ -18,6 +18,9 @@ type cpuTimes map[string]time.Duration
 
 func (s *system) cpu() cpuTimes {
 	t := cpuTimes{"generator": selfCPU()}
+	if d, ok := stealCPU(); ok {
+		t["steal"] = d
+	}
 	for role, c := range s.procs {
 		if d, ok := procCPU(c.cmd.Process.Pid); ok {
 			t[role] = d
@@ -63,6 +66,25 @@ func procCPU(pid int) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(u+s) * 10 * time.Millisecond, true
+}
+
+// stealCPU reads the steal time of all CPUs from /proc/stat: how long the
+// hypervisor ran something else while this machine's CPUs had work.
+func stealCPU() (time.Duration, bool) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	f := strings.Fields(string(line)) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(f[8], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(n) * 10 * time.Millisecond, true
 }
 
 func machine() string {

@@ -65,6 +65,7 @@ type options struct {
 	childProcs   int
 	hopProcs     int
 	natsProcs    int
+	sysmonAwake  bool
 	edgeEnv      []string
 	edgeLimits   bool
 	skipOpen     bool
@@ -105,6 +106,7 @@ func main() {
 	flag.IntVar(&o.childProcs, "child-gomaxprocs", 0, "GOMAXPROCS of the child processes (0: Go's default, the CPUs available)")
 	flag.IntVar(&o.hopProcs, "hop-gomaxprocs", 0, "GOMAXPROCS of the edge and the minimal proxy only (0: as the other children); wins over -child-gomaxprocs for them")
 	flag.IntVar(&o.natsProcs, "nats-gomaxprocs", 0, "GOMAXPROCS of the NATS child only (0: as the other children): how much of the shared CPUs the bus may take at once")
+	flag.BoolVar(&o.sysmonAwake, "sysmon-awake", true, "the edge and the minimal proxy start again with GODEBUG=schedtrace=2147483647, which keeps Go's monitor thread from deep sleep (the edge's default, --sysmon-awake; package sysmon); false: Go's default for both (not with -inprocess: there every part keeps Go's default)")
 	flag.BoolVar(&o.edgeLimits, "key-limits", true, "give the key four limits and a model filter (the edge checks them all on every request)")
 	flag.BoolVar(&o.skipOpen, "skip-open", false, "skip the open-loop steps")
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")

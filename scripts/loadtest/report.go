@@ -71,7 +71,8 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 	fmt.Println()
 	printBeyondProxy(rows)
 	printRounds(rows, direct)
-	fmt.Println("The generator's own lateness (actual send − scheduled, ms) and CPU time per request (µs) of each process:")
+	fmt.Println("The generator's own lateness (actual send − scheduled, ms) and CPU time per request (µs) of each process")
+	fmt.Println("(and, as steal, of the machine's CPUs that the hypervisor gave to others):")
 	fmt.Println()
 	header := "| rate | target | late p50 | late p99 |"
 	sep := "|---:|---|---:|---:|"
@@ -82,6 +83,12 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 	roles := []string{"generator"}
 	if len(sys.procs) > 0 {
 		roles = append(roles, "mock", "proxy", "edge", "nats")
+	}
+	if sys.stealKnown {
+		// Time the hypervisor ran something else while this VM wanted
+		// its CPUs: a step with much of it was measured on a slower
+		// machine.
+		roles = append(roles, "steal")
 	}
 	for _, role := range roles {
 		header += " CPU " + role + " |"

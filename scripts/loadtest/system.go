@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate/tollgate/pkg/h1"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/mockllm"
+	"github.com/tollgate/tollgate/pkg/sysmon"
 	"github.com/tollgate/tollgate/services/edge"
 )
 
@@ -41,6 +42,7 @@ type system struct {
 	natsURL, mockURL, edgeURL, proxyURL string
 	secret                              string
 	procs                               map[string]*child // by role; empty in process
+	stealKnown                          bool              // /proc/stat has steal time
 	stop                                func()
 }
 
@@ -104,6 +106,10 @@ func run(ctx context.Context, o options) error {
 			"edge's numbers include competing with the generator and the mock for them.\n", where, runtime.NumCPU())
 	}
 	fmt.Printf("Load generator's client: %s; the mock's server: %s.\n", o.client, o.mockServer)
+	if !o.inProcess {
+		fmt.Printf("Go's monitor thread (sysmon) kept awake (GODEBUG schedtrace, package sysmon): edge %s, proxy %s.\n",
+			sys.sysmonAwake("edge"), sys.sysmonAwake("proxy"))
+	}
 	fmt.Printf("Requests: chat, max_tokens %d; streams cut into %d pieces (X-Mock-Chunks), include_usage %v; mock delay %v, between stream events %v; key with limits: %v.\n\n",
 		o.maxTokens, o.chunks, o.includeUsage, o.mockDelay, o.chunkDelay, o.edgeLimits)
 
@@ -176,6 +182,7 @@ func start(ctx context.Context, o options) (*system, error) {
 	rand.Read(pepper)
 	pep := hex.EncodeToString(pepper)
 	sys := &system{procs: map[string]*child{}}
+	_, sys.stealKnown = stealCPU()
 	var cleanups []func()
 	sys.stop = func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -263,8 +270,13 @@ func start(ctx context.Context, o options) (*system, error) {
 			arg = sys.natsURL
 		}
 		roleEnv := append(slices.Clip(env), "TOLLGATE_PEPPER="+pep)
-		if o.hopProcs > 0 && (role == "edge" || role == "proxy") {
-			roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.hopProcs))
+		if role == "edge" || role == "proxy" {
+			if o.hopProcs > 0 {
+				roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.hopProcs))
+			}
+			// The edge reads it as its setting; the proxy follows it so
+			// that "the edge beyond the proxy" compares like with like.
+			roleEnv = append(roleEnv, "TOLLGATE_EDGE_SYSMON_AWAKE="+strconv.FormatBool(o.sysmonAwake))
 		}
 		if role == "edge" {
 			roleEnv = append(roleEnv, o.edgeEnv...)
@@ -294,6 +306,25 @@ func start(ctx context.Context, o options) (*system, error) {
 	}
 	ok = true
 	return sys, nil
+}
+
+// sysmonAwake says whether a child process runs with GODEBUG keeping sysmon
+// awake, read from the environment it was (re-)executed with.
+func (s *system) sysmonAwake(role string) string {
+	c := s.procs[role]
+	if c == nil {
+		return "(not running)"
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.cmd.Process.Pid))
+	if err != nil {
+		return "(unknown: " + err.Error() + ")"
+	}
+	for kv := range strings.SplitSeq(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			return map[bool]string{true: "yes", false: "no"}[sysmon.Awake(v)]
+		}
+	}
+	return "no"
 }
 
 func startNATS() (string, func(), error) {
