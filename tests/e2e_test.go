@@ -413,6 +413,8 @@ func TestDev(t *testing.T) {
 		}
 	})
 
+	t.Run("edge role on its own", func(t *testing.T) { testEdgeRole(t, dev) })
+
 	t.Run("SIGINT stops everything", func(t *testing.T) {
 		// The check for leftovers finds the running servers, so it can find leftovers.
 		running := dbProcesses(dataDir)

@@ -30,6 +30,7 @@
 package sysmon
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -61,6 +62,24 @@ func Env(env []string) (out []string, changed bool) {
 		godebug += ","
 	}
 	return append(out, "GODEBUG="+godebug+Setting), true
+}
+
+// Strip returns env with the item Env adds taken out of GODEBUG again (and
+// GODEBUG dropped if nothing else is left in it): the environment for a
+// child process that should run with Go's default.
+func Strip(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			items := slices.DeleteFunc(strings.Split(v, ","), func(item string) bool { return item == Setting })
+			if len(items) == 0 || len(items) == 1 && items[0] == "" {
+				continue
+			}
+			kv = "GODEBUG=" + strings.Join(items, ",")
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // schedtrace returns the value GODEBUG gives schedtrace, and whether it

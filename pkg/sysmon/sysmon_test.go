@@ -39,6 +39,30 @@ func TestEnv(t *testing.T) {
 	}
 }
 
+func TestStrip(t *testing.T) {
+	for _, tc := range []struct{ env, want []string }{
+		{[]string{"A=1", "GODEBUG=" + Setting}, []string{"A=1"}},
+		{[]string{"GODEBUG=gctrace=1," + Setting, "B=2"}, []string{"GODEBUG=gctrace=1", "B=2"}},
+		{[]string{"GODEBUG=schedtrace=1000"}, []string{"GODEBUG=schedtrace=1000"}}, // not ours
+		{[]string{"A=1"}, []string{"A=1"}},
+	} {
+		if got := Strip(slices.Clone(tc.env)); !slices.Equal(got, tc.want) {
+			t.Errorf("Strip(%q) = %q, want %q", tc.env, got, tc.want)
+		}
+		// Env then Strip gives back what there was (GODEBUG moves last).
+		if slices.Contains(tc.want, "GODEBUG=schedtrace=1000") {
+			continue // Env adds nothing there
+		}
+		added, _ := Env(tc.want)
+		got, want := Strip(added), slices.Clone(tc.want)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("Strip(Env(%q)) = %q", tc.want, got)
+		}
+	}
+}
+
 // TestReexec starts this test binary as a child that calls Reexec: the
 // child must come back as the same process (same pid) with the setting in
 // GODEBUG, the other settings and its arguments kept, and not exec a second

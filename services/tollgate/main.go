@@ -65,9 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runRole("edge", args[1:], &cfg, &cfg.Log, stderr, func(log *slog.Logger) error {
 			// This process runs only the edge: it may start over with the
 			// runtime settings that suit it.
-			if err := edge.KeepSysmonAwake(cfg.Config, log); err != nil {
-				return err
-			}
+			edge.KeepSysmonAwake(cfg.Config, log)
 			edge.TuneGC(ctx, cfg.Config)
 			return edge.Run(ctx, cfg.Config, log)
 		})
