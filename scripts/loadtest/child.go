@@ -41,7 +41,14 @@ func startChild(ctx context.Context, role, arg string, env []string, lifetime ti
 		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), env...)
+	// The mock inherits this process's GODEBUG (sysmon awake with
+	// -stand-ins-awake); the others start from Go's default: NATS keeps it,
+	// the edge and the proxy decide for themselves (runChild).
+	base := os.Environ()
+	if role != "mock" {
+		base = sysmon.Strip(base)
+	}
+	cmd.Env = append(base, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -99,9 +106,7 @@ func runChild(role, arg string) error {
 		if err != nil {
 			return err
 		}
-		if err := edge.KeepSysmonAwake(cfg, slog.New(slog.DiscardHandler)); err != nil {
-			return err
-		}
+		edge.KeepSysmonAwake(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	case "proxy":
 		if awake, _ := strconv.ParseBool(os.Getenv("TOLLGATE_EDGE_SYSMON_AWAKE")); awake {
 			if err := sysmon.Reexec(); err != nil {

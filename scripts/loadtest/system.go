@@ -107,8 +107,10 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("Load generator's client: %s; the mock's server: %s.\n", o.client, o.mockServer)
 	if !o.inProcess {
-		fmt.Printf("Go's monitor thread (sysmon) kept awake (GODEBUG schedtrace, package sysmon): edge %s, proxy %s.\n",
-			sys.sysmonAwake("edge"), sys.sysmonAwake("proxy"))
+		fmt.Printf("Go's monitor thread (sysmon) kept awake (GODEBUG schedtrace, package sysmon): edge %s, proxy %s; generator %s, mock %s; NATS %s.\n",
+			sys.sysmonAwake("edge"), sys.sysmonAwake("proxy"), yesNo(sysmon.Awake(os.Getenv("GODEBUG"))), sys.sysmonAwake("mock"), sys.sysmonAwake("nats"))
+	} else {
+		fmt.Printf("Go's monitor thread (sysmon) kept awake in the one process (-stand-ins-awake): %s.\n", yesNo(sysmon.Awake(os.Getenv("GODEBUG"))))
 	}
 	fmt.Printf("Requests: chat, max_tokens %d; streams cut into %d pieces (X-Mock-Chunks), include_usage %v; mock delay %v, between stream events %v; key with limits: %v.\n\n",
 		o.maxTokens, o.chunks, o.includeUsage, o.mockDelay, o.chunkDelay, o.edgeLimits)
@@ -321,11 +323,13 @@ func (s *system) sysmonAwake(role string) string {
 	}
 	for kv := range strings.SplitSeq(string(env), "\x00") {
 		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-			return map[bool]string{true: "yes", false: "no"}[sysmon.Awake(v)]
+			return yesNo(sysmon.Awake(v))
 		}
 	}
 	return "no"
 }
+
+func yesNo(b bool) string { return map[bool]string{true: "yes", false: "no"}[b] }
 
 func startNATS() (string, func(), error) {
 	dir, err := os.MkdirTemp("", "tollgate-loadtest-nats-")
