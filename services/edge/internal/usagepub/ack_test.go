@@ -17,13 +17,7 @@ import (
 // a publish can get and checks how ackOK reads it, and that the server's
 // acknowledgements take the fast path.
 func TestAckOKWithTheServersAnswers(t *testing.T) {
-	_, nc := testenv.NATS(t)
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	nc, _, _ := usageBus(t)
 	subject := bus.UsageSubject(3, "acme", "key_1")
 	ask := func(h nats.Header) *nats.Msg {
 		t.Helper()

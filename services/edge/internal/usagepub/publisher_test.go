@@ -138,15 +138,22 @@ func TestNoEventLostWhenTheBusDies(t *testing.T) {
 	t.Logf("%d events, %d spooled during the outages, %d stored twice", total, spooled, dups)
 }
 
-// Events spooled by an earlier process are published by the next one.
-func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
+// usageBus starts a NATS server with the USAGE stream; ctx bounds the test.
+func usageBus(t *testing.T) (*nats.Conn, jetstream.JetStream, context.Context) {
+	t.Helper()
 	_, nc := testenv.NATS(t)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return nc, js, ctx
+}
+
+// Events spooled by an earlier process are published by the next one.
+func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
+	nc, js, ctx := usageBus(t)
 	dir := t.TempDir()
 	old, err := openSpool(dir, "edge-old")
 	if err != nil {
