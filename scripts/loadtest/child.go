@@ -31,7 +31,7 @@ type child struct {
 // startChild re-executes this program as a child of the given role and
 // waits for its "READY <url>" line. The child exits when its stdin closes
 // (this process ended, whichever way) or after lifetime.
-func startChild(ctx context.Context, role, arg string, env []string, lifetime time.Duration, cpus string) (*child, error) {
+func startChild(ctx context.Context, role, arg string, env []string, awake bool, lifetime time.Duration, cpus string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -41,12 +41,12 @@ func startChild(ctx context.Context, role, arg string, env []string, lifetime ti
 		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	// The mock inherits this process's GODEBUG (sysmon awake with
-	// -stand-ins-awake); the others start from Go's default: NATS keeps it,
-	// the edge and the proxy decide for themselves (runChild).
-	base := os.Environ()
-	if role != "mock" {
-		base = sysmon.Strip(base)
+	// A child starts from Go's default sysmon, whatever this process runs
+	// with, and is kept awake if awake says so; the edge and the proxy
+	// decide for themselves (runChild).
+	base := sysmon.Strip(os.Environ())
+	if awake {
+		base, _ = sysmon.Env(base)
 	}
 	cmd.Env = append(base, env...)
 	cmd.Stderr = os.Stderr

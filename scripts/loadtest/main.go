@@ -69,6 +69,7 @@ type options struct {
 	natsProcs    int
 	sysmonAwake  bool
 	standInsWake bool
+	natsAwake    bool
 	edgeEnv      []string
 	edgeLimits   bool
 	skipOpen     bool
@@ -111,6 +112,7 @@ func main() {
 	flag.IntVar(&o.natsProcs, "nats-gomaxprocs", 0, "GOMAXPROCS of the NATS child only (0: as the other children): how much of the shared CPUs the bus may take at once")
 	flag.BoolVar(&o.sysmonAwake, "sysmon-awake", true, "the edge and the minimal proxy start again with GODEBUG=schedtrace=2147483647, which keeps Go's monitor thread from deep sleep (the edge's default, --sysmon-awake; package sysmon); false: Go's default for both (not with -inprocess: there every part keeps Go's default)")
 	flag.BoolVar(&o.standInsWake, "stand-ins-awake", true, "the load generator and the mock, which stand in for machines other than the edge's, run with sysmon kept awake as well, so that they take less of the shared CPUs (NATS, a part of the system, keeps Go's default as nats-server ships); with -inprocess it is the one process's setting")
+	flag.BoolVar(&o.natsAwake, "nats-awake", false, "NATS runs with sysmon kept awake too (an operator's choice for nats-server, not ours: off by default)")
 	flag.BoolVar(&o.edgeLimits, "key-limits", true, "give the key four limits and a model filter (the edge checks them all on every request)")
 	flag.BoolVar(&o.skipOpen, "skip-open", false, "skip the open-loop steps")
 	flag.BoolVar(&o.skipClosed, "skip-closed", false, "skip the closed-loop search for the maximum throughput")

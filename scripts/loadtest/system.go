@@ -289,7 +289,8 @@ func start(ctx context.Context, o options) (*system, error) {
 		if o.natsProcs > 0 && role == "nats" {
 			roleEnv = append(roleEnv, "GOMAXPROCS="+strconv.Itoa(o.natsProcs))
 		}
-		c, err := startChild(ctx, role, arg, roleEnv, lifetime, cpus[role])
+		awake := role == "mock" && o.standInsWake || role == "nats" && o.natsAwake
+		c, err := startChild(ctx, role, arg, roleEnv, awake, lifetime, cpus[role])
 		if err != nil {
 			return nil, err
 		}
