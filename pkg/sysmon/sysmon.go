@@ -10,8 +10,8 @@
 // millisecond, then finds the Ps idle again and goes back to sleep. A proxy
 // at a few thousand requests a second on two CPUs goes idle between almost
 // every request and every chunk of a stream, so it pays for that wake-up
-// again and again: about 60 µs of CPU per streamed request at the edge
-// (BENCHMARKS.md, "sysmon").
+// again and again: 43 to 63 µs of CPU per streamed request at the edge
+// (BENCHMARKS.md, "Go's monitor thread").
 //
 // The runtime offers one way to keep sysmon out of that sleep: it never
 // deep-sleeps while GODEBUG sets schedtrace, because it must print the

@@ -110,7 +110,7 @@ func TuneGC(ctx context.Context, c Config) {
 // edge`) again with GODEBUG set so that the Go runtime's monitor thread never
 // deep-sleeps (package sysmon), when c.SysmonAwake is set and GODEBUG does
 // not name schedtrace already. Woken by the first system call after every
-// idle spell, that thread cost the edge about 50 µs of CPU per streamed
+// idle spell, that thread cost the edge 43 to 63 µs of CPU per streamed
 // request at 2,000 a second (BENCHMARKS.md). Call it first: when it acts it
 // does not return, and the process starts over with the same arguments. If
 // the exec fails the edge goes on with Go's default, and says so: a
