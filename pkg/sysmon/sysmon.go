@@ -43,13 +43,14 @@ const Setting = "schedtrace=2147483647"
 // as it is: the operator's choice wins (schedtrace=0 turns this off). Like
 // the runtime, it reads the first GODEBUG of env and drops the others.
 func Env(env []string) (out []string, changed bool) {
-	godebug, found := "", false
+	godebug := ""
 	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok && !found {
-			godebug, found = v, true
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+			break
 		}
 	}
-	if setsSchedtrace(godebug) {
+	if Decided(godebug) {
 		return env, false
 	}
 	out = make([]string, 0, len(env)+1)
@@ -94,14 +95,12 @@ func schedtrace(godebug string) (value string, set bool) {
 	return value, set
 }
 
-func setsSchedtrace(godebug string) bool {
+// Decided reports whether a GODEBUG value names schedtrace: the operator
+// chose, or Reexec has run. Reexec then does nothing.
+func Decided(godebug string) bool {
 	_, set := schedtrace(godebug)
 	return set
 }
-
-// Decided reports whether a GODEBUG value names schedtrace: the operator
-// chose, or Reexec has run. Reexec then does nothing.
-func Decided(godebug string) bool { return setsSchedtrace(godebug) }
 
 // Awake reports whether a process started with this GODEBUG value keeps
 // sysmon awake: it sets schedtrace above 0.
