@@ -8,17 +8,13 @@ import "syscall"
 // upstream has neither closed it nor sent anything unasked (a 408 before
 // closing; under TLS a close_notify alert, or rarely a late session ticket,
 // which costs a new connection). One non-blocking peek at the socket.
-func alive(sc syscall.Conn) bool {
-	if sc == nil {
+func alive(raw syscall.RawConn) bool {
+	if raw == nil {
 		return true
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
 	}
 	ok := false
 	var b [1]byte
-	err = raw.Read(func(fd uintptr) bool {
+	err := raw.Read(func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK // nothing to read: open and quiet
 		return true                                              // never wait for the socket to become readable
@@ -44,4 +40,22 @@ func hungUp(raw syscall.RawConn) bool {
 		}
 	})
 	return err == nil && gone
+}
+
+// readable reports whether a read of c would return at once: bytes are
+// waiting, or the peer closed or reset the connection. One non-blocking
+// peek, through Control, as hungUp; the function it runs is made once per
+// connection, so that a peek allocates nothing.
+func (c *conn) readable() bool {
+	if c.raw == nil {
+		return false
+	}
+	if c.peek == nil {
+		c.peek = func(fd uintptr) {
+			_, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			c.ready = err != syscall.EAGAIN && err != syscall.EWOULDBLOCK && err != syscall.EINTR
+		}
+	}
+	c.ready = false
+	return c.raw.Control(c.peek) == nil && c.ready
 }

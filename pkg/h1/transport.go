@@ -142,10 +142,15 @@ func (w *headerWatch) run() {
 type conn struct {
 	key  string
 	nc   net.Conn
-	tcp  syscall.Conn // the TCP connection (under TLS), for the liveness check
+	raw  syscall.RawConn // the TCP connection's (under TLS), for peeks at its socket; nil if it has none
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it was last put back idle
+
+	// For readable's peek (alive_unix.go), made on first use.
+	peek    func(fd uintptr)
+	peekBuf [1]byte
+	ready   bool
 }
 
 // RoundTrip sends req and returns the answer; the body must be read to its
@@ -288,6 +293,19 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Arrived reports whether more of the answer has already arrived and can
+// be read without waiting: bytes buffered from the connection, or waiting in
+// its socket (the end of the connection counts: a read returns at once). A
+// proxy copying a stream asks before it flushes what it read, so that what
+// came in together goes out together, in one write instead of one per read.
+// It costs at most one non-blocking peek, and never waits.
+func (b *body) Arrived() bool {
+	if b.done {
+		return false
+	}
+	return b.c.br.Buffered() > 0 || b.c.readable()
+}
+
 func (b *body) Close() error {
 	b.finish(false)
 	return nil
@@ -322,7 +340,7 @@ func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, boo
 		list[len(list)-1] = nil
 		t.idle[key] = list[:len(list)-1]
 		t.mu.Unlock()
-		if now.Sub(c.used) < t.IdleTimeout && alive(c.tcp) {
+		if now.Sub(c.used) < t.IdleTimeout && alive(c.raw) {
 			return c, true, nil
 		}
 		c.nc.Close()
@@ -391,7 +409,9 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		return nil, err
 	}
 	c := &conn{key: key, nc: nc}
-	c.tcp, _ = nc.(syscall.Conn)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn() // once: each call allocates
+	}
 	if u.Scheme == "https" {
 		cfg := &tls.Config{}
 		if t.TLSClientConfig != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -393,5 +394,69 @@ func TestCancelledRequestKeepsThePool(t *testing.T) {
 	tr.mu.Unlock()
 	if before == 0 || after != before {
 		t.Errorf("idle connections %d before, %d after a cancelled request", before, after)
+	}
+}
+
+// TestArrivedSaysWhetherAReadWouldWait follows a streamed answer: Arrived
+// is false while the upstream holds the next part back, true once it has
+// been sent (and once the answer's end has), false after the end is read.
+func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
+	next := make(chan struct{})
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush() // the header, alone
+		for _, part := range []string{"one", "two", ""} {
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+			if part == "" {
+				return // the chunked body's end goes out
+			}
+			w.Write([]byte(part))
+			w.(http.Flusher).Flush()
+		}
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	res, err := post(t, tr, context.Background(), u.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	arrived := res.Body.(interface{ Arrived() bool }).Arrived
+	waitArrived := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s was sent but Arrived is still false", what)
+			}
+		}
+	}
+	buf := make([]byte, 64)
+	for _, part := range []string{"one", "two"} {
+		if arrived() {
+			t.Fatalf("Arrived before %q was sent", part)
+		}
+		next <- struct{}{}
+		waitArrived(strconv.Quote(part))
+		n, err := res.Body.Read(buf)
+		if err != nil || string(buf[:n]) != part {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, part)
+		}
+	}
+	if arrived() {
+		t.Fatal("Arrived before the end was sent")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { arrived() }); allocs != 0 {
+		t.Errorf("Arrived allocates %v times per call", allocs)
+	}
+	next <- struct{}{}
+	waitArrived("the end")
+	if n, err := res.Body.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read %q, %v; want the end", buf[:n], err)
+	}
+	if arrived() {
+		t.Error("Arrived after the end was read")
 	}
 }

@@ -132,13 +132,31 @@ func (s *Server) upstreamRequest(ctx context.Context, c *call) (*http.Request, e
 // maxResponseBytes bounds a buffered (non-streamed) answer.
 const maxResponseBytes = 256 << 20
 
+// arrivals is the body of an upstream's answer that can tell whether more
+// of it has already arrived (pkg/h1's).
+type arrivals interface{ Arrived() bool }
+
+// The most of a stream that copyStream holds back to write it together with
+// what has already arrived after it.
+const (
+	coalesceReads = 16
+	coalesceBytes = 32 << 10
+)
+
 func isEventStream(ct string) bool {
 	return len(ct) >= 17 && ct[:17] == "text/event-stream"
 }
 
-// copyStream passes a server-sent event stream through, flushing every read,
-// and feeds each chunk to the usage meter. The meter does no allocation per
+// copyStream passes a server-sent event stream through, read by read, and
+// feeds each read to the usage meter. The meter does no allocation per
 // chunk; the only copy is the read buffer.
+//
+// A read is flushed to the client at once, unless more of the answer has
+// already arrived from the upstream (arrivals): then it goes out together
+// with what follows, in one write. Nothing waits for bytes that are not
+// there yet; at most coalesceReads reads or coalesceBytes bytes are held
+// back that way. The last read is not flushed here: it goes out with the
+// answer's end, when the handler returns.
 func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *http.Response, c *call, out *outcome) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(res.StatusCode)
@@ -150,7 +168,9 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 	if c.stripUsage {
 		filter = &usageFilter{}
 	}
+	more, _ := res.Body.(arrivals)
 	var clientGone bool
+	held, heldReads := 0, 0 // written to w and not flushed yet
 	for {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {
@@ -163,9 +183,8 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 				if len(chunk) > 0 {
 					if _, err := w.Write(chunk); err != nil {
 						clientGone = true
-					} else if err := rc.Flush(); err != nil {
-						clientGone = true
 					}
+					held, heldReads = held+len(chunk), heldReads+1
 				}
 				out.responseBytes += int64(len(chunk))
 			}
@@ -174,7 +193,6 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 			if filter != nil && !clientGone {
 				if rest := filter.flush(); len(rest) > 0 {
 					w.Write(rest) //nolint:errcheck // the stream is over either way
-					rc.Flush()    //nolint:errcheck
 					out.responseBytes += int64(len(rest))
 				}
 			}
@@ -184,6 +202,13 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 			// Metering needs no more: stop reading; the upstream request is
 			// cancelled with the client's context.
 			break
+		}
+		if held > 0 && (more == nil || heldReads >= coalesceReads || held >= coalesceBytes || !more.Arrived()) {
+			if err := rc.Flush(); err != nil {
+				clientGone = true
+				break
+			}
+			held, heldReads = 0, 0
 		}
 	}
 	out.usage, out.usageKnown = meter.Usage()
