@@ -441,16 +441,20 @@ func startProxy(arg string) (string, func(), error) {
 		rc := http.NewResponseController(w)
 		bp := bufs.Get().(*[]byte)
 		defer bufs.Put(bp)
+		flush := h1.NewCoalesce(res.Body) // as the edge does
 		for {
 			n, rerr := res.Body.Read(*bp)
 			if n > 0 {
 				if _, err := w.Write((*bp)[:n]); err != nil {
 					return
 				}
-				rc.Flush() //nolint:errcheck // as above
+				flush.Wrote(n)
 			}
 			if rerr != nil {
-				return
+				return // the last read goes out with the answer's end
+			}
+			if flush.FlushNow() {
+				rc.Flush() //nolint:errcheck // as above
 			}
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/h1"
 	"github.com/tollgate/tollgate/pkg/llm"
 )
 
@@ -132,17 +133,6 @@ func (s *Server) upstreamRequest(ctx context.Context, c *call) (*http.Request, e
 // maxResponseBytes bounds a buffered (non-streamed) answer.
 const maxResponseBytes = 256 << 20
 
-// arrivals is the body of an upstream's answer that can tell whether more
-// of it has already arrived (pkg/h1's).
-type arrivals interface{ Arrived() bool }
-
-// The most of a stream that copyStream holds back to write it together with
-// what has already arrived after it.
-const (
-	coalesceReads = 16
-	coalesceBytes = 32 << 10
-)
-
 func isEventStream(ct string) bool {
 	return len(ct) >= 17 && ct[:17] == "text/event-stream"
 }
@@ -152,11 +142,9 @@ func isEventStream(ct string) bool {
 // chunk; the only copy is the read buffer.
 //
 // A read is flushed to the client at once, unless more of the answer has
-// already arrived from the upstream (arrivals): then it goes out together
-// with what follows, in one write. Nothing waits for bytes that are not
-// there yet; at most coalesceReads reads or coalesceBytes bytes are held
-// back that way. The last read is not flushed here: it goes out with the
-// answer's end, when the handler returns.
+// already arrived from the upstream: then it goes out together with what
+// follows, in one write (h1.Coalesce). The last read is not flushed here:
+// it goes out with the answer's end, when the handler returns.
 func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *http.Response, c *call, out *outcome) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(res.StatusCode)
@@ -168,9 +156,8 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 	if c.stripUsage {
 		filter = &usageFilter{}
 	}
-	more, _ := res.Body.(arrivals)
+	flush := h1.NewCoalesce(res.Body)
 	var clientGone bool
-	held, heldReads := 0, 0 // written to w and not flushed yet
 	for {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {
@@ -184,7 +171,7 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 					if _, err := w.Write(chunk); err != nil {
 						clientGone = true
 					}
-					held, heldReads = held+len(chunk), heldReads+1
+					flush.Wrote(len(chunk))
 				}
 				out.responseBytes += int64(len(chunk))
 			}
@@ -203,12 +190,9 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 			// cancelled with the client's context.
 			break
 		}
-		if held > 0 && (more == nil || heldReads >= coalesceReads || held >= coalesceBytes || !more.Arrived()) {
-			if err := rc.Flush(); err != nil {
-				clientGone = true
-				break
-			}
-			held, heldReads = 0, 0
+		if flush.FlushNow() && rc.Flush() != nil {
+			clientGone = true
+			break
 		}
 	}
 	out.usage, out.usageKnown = meter.Usage()
