@@ -76,6 +76,16 @@ func post(t *testing.T, tr http.RoundTripper, ctx context.Context, url, body str
 	return tr.RoundTrip(req)
 }
 
+// mustPost posts an empty body to u, and fails the test if no answer comes.
+func mustPost(t *testing.T, tr *Transport, u *upstream) *http.Response {
+	t.Helper()
+	res, err := post(t, tr, context.Background(), u.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func readAll(t *testing.T, res *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(res.Body)
@@ -120,19 +130,13 @@ func TestAnswerNotReadToItsEndClosesTheConnection(t *testing.T) {
 	}, false)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
-	res, err := post(t, tr, context.Background(), u.URL, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustPost(t, tr, u)
 	buf := make([]byte, 10)
 	if _, err := io.ReadFull(res.Body, buf); err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close() // the rest of the answer is still on the connection
-	res, err = post(t, tr, context.Background(), u.URL, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = mustPost(t, tr, u)
 	if got := readAll(t, res); len(got) != 100_000 {
 		t.Fatalf("second answer %d bytes", len(got))
 	}
@@ -419,10 +423,7 @@ func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
 	}, false)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
-	res, err := post(t, tr, context.Background(), u.URL, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustPost(t, tr, u)
 	defer res.Body.Close()
 	arrived := res.Body.(interface{ Arrived() bool }).Arrived
 	waitArrived := func(what string) {
