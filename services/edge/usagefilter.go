@@ -26,6 +26,9 @@ var (
 // pass returns what of chunk may go to the client now. The result is valid
 // until the next call.
 func (f *usageFilter) pass(chunk []byte) []byte {
+	if len(f.held) == 0 && endsEvents(chunk) && !hasEmptyChoices(chunk) {
+		return chunk // the common case: whole events, nothing to remove
+	}
 	data := chunk
 	if len(f.held) > 0 {
 		f.held = append(f.held, chunk...)
@@ -68,6 +71,18 @@ func lastEventEnd(data []byte) int {
 		off += i + len(eventEnd)
 		end = off
 	}
+}
+
+// endsEvents reports whether data ends where its last whole event ends,
+// lastEventEnd(data) == len(data), from its end alone: lastEventEnd pairs
+// the newlines of a run from the run's start, so a run of newlines at the
+// end closes an event at the end exactly when it is of even length.
+func endsEvents(data []byte) bool {
+	k := 0
+	for k < len(data) && data[len(data)-1-k] == '\n' {
+		k++
+	}
+	return k >= 2 && k%2 == 0
 }
 
 // usageOnly reports whether events may hold a usage-only event: one with

@@ -76,6 +76,38 @@ func FuzzUsageFilter(f *testing.F) {
 	})
 }
 
+func TestEndsEvents(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"data: x\n\n", true},
+		{"data: x\n", false},
+		{"data: x\n\n\n", false}, // the third newline starts the next event
+		{"data: x\n\n\n\n", true},
+		{"\n\n", true},
+		{"\n", false},
+		{"data: x\n\ndata: y", false},
+		{"", false},
+	} {
+		if got := endsEvents([]byte(tc.in)); got != tc.want {
+			t.Errorf("endsEvents(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzEndsEvents: the check from the end agrees with lastEventEnd, which
+// reads data from the start as an SSE reader does.
+func FuzzEndsEvents(f *testing.F) {
+	f.Add([]byte(filterStream))
+	f.Add([]byte("da\n\n\n\n\n\n\n\x10\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := endsEvents(b), len(b) > 0 && lastEventEnd(b) == len(b); got != want {
+			t.Fatalf("endsEvents(%q) = %v, lastEventEnd says %v", b, got, want)
+		}
+	})
+}
+
 func TestHasEmptyChoices(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -116,6 +148,20 @@ func BenchmarkUsageOnly(b *testing.B) {
 	for b.Loop() {
 		if usageOnly(chunk) {
 			b.Fatal("usage-only")
+		}
+	}
+}
+
+// BenchmarkUsageFilterPass is the filter's work on one read of a stream
+// that arrived together: twenty events, none of them usage-only.
+func BenchmarkUsageFilterPass(b *testing.B) {
+	chunk := []byte(strings.Repeat(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}`+"\n\n", 20))
+	var f usageFilter
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if out := f.pass(chunk); len(out) != len(chunk) {
+			b.Fatalf("passed %d bytes of %d", len(out), len(chunk))
 		}
 	}
 }
