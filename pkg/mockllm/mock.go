@@ -237,8 +237,12 @@ func writeStatus(w http.ResponseWriter, kind llm.Kind, status int) {
 	llm.WriteError(w, kind, status, code, msg)
 }
 
-// sleep waits for d or until ctx ends, and reports whether it waited.
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep is waitFor; a variable so that a test can see where a stream waits
+// without timing it.
+var sleep = waitFor
+
+// waitFor waits for d or until ctx ends, and reports whether it waited.
+func waitFor(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

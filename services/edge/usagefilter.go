@@ -42,13 +42,15 @@ func (f *usageFilter) pass(chunk []byte) []byte {
 		return nil
 	}
 	complete, tail := data[:end], data[end:]
+	usage := usageOnly(complete)
+	if !usage && len(f.held) == 0 && len(tail) == 0 {
+		return chunk // whole events with "choices":[] but no usage: nothing to remove
+	}
 	if cap(f.out) < len(complete) {
 		f.out = make([]byte, 0, len(complete)) // once, not grown by appends
 	}
-	if usageOnly(complete) {
+	if usage {
 		f.out = appendKept(f.out[:0], complete)
-	} else if len(f.held) == 0 && len(tail) == 0 {
-		return chunk // the common case: whole events, nothing to remove
 	} else {
 		f.out = append(f.out[:0], complete...)
 	}

@@ -2,13 +2,13 @@ package usagepub
 
 import (
 	"context"
-	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/testenv"
 )
