@@ -38,7 +38,7 @@ type sconn struct {
 	remote   string
 	cr       limitedConnReader
 	br       *bufio.Reader
-	bw       *bufio.Writer
+	bw       *writeBuffer
 	ctx      context.Context
 	cancel   context.CancelFunc
 	state    atomic.Int32
@@ -54,10 +54,7 @@ type sconn struct {
 	dateSec int64
 }
 
-var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 func (s *Server) newConn(nc net.Conn) *sconn {
 	c := &sconn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
@@ -69,8 +66,7 @@ func (s *Server) newConn(nc net.Conn) *sconn {
 	c.cr.remain = -1
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.cr)
-	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(nc)
+	c.bw = newWriteBuffer(nc)
 	c.res.c = c
 	c.setState(stateIdle)
 	return c
@@ -157,8 +153,7 @@ func (c *sconn) close() {
 	}
 	c.br.Reset(nil)
 	readerPool.Put(c.br)
-	c.bw.Reset(nil)
-	writerPool.Put(c.bw)
+	c.bw.release()
 }
 
 // closeAfterAnswer closes the connection so that the client still reads the

@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"slices"
@@ -295,7 +294,7 @@ func framingHeader(k string) bool {
 }
 
 // writeHeaderValue writes v trimmed, with CR and LF as spaces.
-func writeHeaderValue(bw *bufio.Writer, v string) {
+func writeHeaderValue(bw *writeBuffer, v string) {
 	v = strings.Trim(v, " \t")
 	if strings.IndexAny(v, "\r\n") < 0 {
 		bw.WriteString(v) //nolint:errcheck // a failed write fails the flush

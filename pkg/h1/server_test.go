@@ -1140,7 +1140,7 @@ func FuzzServerRequest(f *testing.F) {
 // own buffer. (A size formatted into a local array escaped to the heap
 // once per chunk.)
 func TestServerStreamedChunkDoesNotAllocate(t *testing.T) {
-	c := &sconn{s: &Server{}, bw: bufio.NewWriterSize(io.Discard, 4<<10)}
+	c := &sconn{s: &Server{}, bw: newWriteBuffer(io.Discard)}
 	w := &c.res
 	w.c = c
 	w.reset(httptest.NewRequest("POST", "/v1/chat/completions", nil))
