@@ -15,13 +15,21 @@ import (
 // a handler that reads a chat-sized body and answers 1 KB of JSON, as the
 // edge does: the time and allocations per request of the server's own work,
 // plus two system calls and the client's minimal parsing, which are the same
-// for both.
+// for both. The "-12KB" runs answer 12 KB instead: more than a connection's
+// 4 KB write buffer.
 //
 //	go test ./pkg/h1 -run '^$' -bench Server -benchmem -count 6
 func BenchmarkServer(b *testing.B) {
-	answer := []byte(`{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` +
-		strings.Repeat("lorem ipsum ", 70) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":64,"total_tokens":76}}`)
+	answerOf := func(words int) []byte {
+		return []byte(`{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+			strings.Repeat("lorem ipsum ", words) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":64,"total_tokens":76}}`)
+	}
+	small, large := answerOf(70), answerOf(1000)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answer := small
+		if r.URL.Path == "/large" {
+			answer = large
+		}
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
 			return
 		}
@@ -29,12 +37,17 @@ func BenchmarkServer(b *testing.B) {
 		h.Set("Content-Type", "application/json")
 		h.Set("X-Ratelimit-Limit-Requests", "600")
 		h.Set("X-Ratelimit-Remaining-Requests", "599")
+		if len(answer) > 4<<10 {
+			h.Set("Content-Length", strconv.Itoa(len(answer))) // net/http would send it chunked
+		}
 		w.WriteHeader(http.StatusOK)
 		w.Write(answer) //nolint:errcheck // the benchmark's client checks the answer
 	})
 	body := `{"model":"gpt-4","messages":[{"role":"user","content":"` + strings.Repeat("hello ", 40) + `"}],"max_tokens":64}`
-	request := "POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer en_0123456789abcdefghijklmnopqrstuv\r\n" +
-		"Content-Type: application/json\r\nUser-Agent: bench\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	requestTo := func(path string) string {
+		return "POST " + path + " HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer en_0123456789abcdefghijklmnopqrstuv\r\n" +
+			"Content-Type: application/json\r\nUser-Agent: bench\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
 
 	servers := []struct {
 		name  string
@@ -52,35 +65,41 @@ func BenchmarkServer(b *testing.B) {
 		}},
 	}
 	for _, srv := range servers {
-		b.Run(srv.name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			stop := srv.serve(ln)
-			defer stop()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			br := bufio.NewReaderSize(c, 16<<10)
-			buf := make([]byte, len(answer))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := io.WriteString(c, request); err != nil {
+		for _, size := range []struct {
+			suffix, path string
+			answer       []byte
+		}{{"", "/v1/chat/completions", small}, {"-12KB", "/large", large}} {
+			request, answer := requestTo(size.path), size.answer
+			b.Run(srv.name+size.suffix, func(b *testing.B) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
 					b.Fatal(err)
 				}
-				n := readAnswer(b, br)
-				if n != len(answer) {
-					b.Fatalf("answer of %d bytes, want %d", n, len(answer))
-				}
-				if _, err := io.ReadFull(br, buf); err != nil {
+				stop := srv.serve(ln)
+				defer stop()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
+				defer c.Close()
+				br := bufio.NewReaderSize(c, 16<<10)
+				buf := make([]byte, len(answer))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := io.WriteString(c, request); err != nil {
+						b.Fatal(err)
+					}
+					n := readAnswer(b, br)
+					if n != len(answer) {
+						b.Fatalf("answer of %d bytes, want %d", n, len(answer))
+					}
+					if _, err := io.ReadFull(br, buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 
