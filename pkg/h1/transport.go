@@ -144,7 +144,7 @@ type conn struct {
 	nc   net.Conn
 	raw  syscall.RawConn // the TCP connection's (under TLS), for peeks at its socket; nil if it has none
 	br   *bufio.Reader
-	bw   *bufio.Writer
+	bw   *writeBuffer
 	used time.Time // when it was last put back idle
 
 	// For readable's peek (alive_unix.go), made on first use.
@@ -431,6 +431,6 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		c.nc = tc
 	}
 	c.br = bufio.NewReaderSize(c.nc, 16<<10)
-	c.bw = bufio.NewWriterSize(c.nc, 8<<10)
+	c.bw = newOwnWriteBuffer(c.nc, 8<<10) // its own, not pooled: it lives as long as the connection
 	return c, nil
 }

@@ -30,7 +30,7 @@ var bigWrites = sync.Pool{New: func() any { b := make([]byte, 0, bigWrite); retu
 // call; what was held is dropped with it (the connection is finished).
 type writeBuffer struct {
 	w     io.Writer
-	buf   []byte      // what is held; cap smallWrite, or bigWrite while grown
+	buf   []byte      // what is held; cap that of small, or bigWrite while grown
 	small []byte      // the connection's own buffer, kept while grown
 	big   *[]byte     // the grown buffer, from bigWrites; nil if not grown
 	vec   [2][]byte   // what is held and the write that does not fit
@@ -38,11 +38,15 @@ type writeBuffer struct {
 	err   error
 }
 
-var writeBufs = sync.Pool{New: func() any {
-	b := &writeBuffer{small: make([]byte, 0, smallWrite)}
+var writeBufs = sync.Pool{New: func() any { return newOwnWriteBuffer(nil, smallWrite) }}
+
+// newOwnWriteBuffer returns a buffer of its own (not pooled) writing to w,
+// holding size bytes while idle.
+func newOwnWriteBuffer(w io.Writer, size int) *writeBuffer {
+	b := &writeBuffer{w: w, small: make([]byte, 0, size)}
 	b.buf = b.small
 	return b
-}}
+}
 
 // newWriteBuffer returns a pooled buffer writing to w.
 func newWriteBuffer(w io.Writer) *writeBuffer {
@@ -124,6 +128,34 @@ func (b *writeBuffer) WriteByte(c byte) error {
 	}
 	b.buf = append(b.buf, c)
 	return nil
+}
+
+// ReadFrom reads r to its end into the buffer, as the body of a request
+// after its header: a request of up to bigWrite goes out in one write at
+// Flush, a longer one a full buffer at a time.
+func (b *writeBuffer) ReadFrom(r io.Reader) (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	var n int64
+	for {
+		if len(b.buf) == cap(b.buf) && !b.grow(len(b.buf)+1) {
+			if _, err := b.w.Write(b.buf); err != nil {
+				b.err = err
+				return n, err
+			}
+			b.buf = b.buf[:0]
+		}
+		m, err := r.Read(b.buf[len(b.buf):cap(b.buf)])
+		b.buf = b.buf[:len(b.buf)+m]
+		n += int64(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // grow makes room for n bytes, if n is at most bigWrite.

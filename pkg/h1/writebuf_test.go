@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 )
 
 // writeRecorder records each Write it gets.
@@ -250,6 +252,74 @@ func TestServerAnswerOfMoreThan4KBIsOneWrite(t *testing.T) {
 		}
 		if chunked := len(res.TransferEncoding) > 0; chunked != (tc.path == "/stream") {
 			t.Errorf("GET %s: chunked %v", tc.path, chunked)
+		}
+	}
+}
+
+// ReadFrom, as http.Request.Write copies a body after its header: up to the
+// grown buffer in one write at Flush, more a full buffer at a time.
+func TestWriteBufferReadFrom(t *testing.T) {
+	for _, tc := range []struct {
+		body   int
+		writes []int
+	}{
+		{0, []int{300}},
+		{3000, []int{3300}},
+		{20000, []int{20300}},
+		{bigWrite - 300, []int{bigWrite}},
+		{100000, []int{bigWrite, bigWrite, bigWrite, 100300 - 3*bigWrite}},
+	} {
+		var rec writeRecorder
+		b := newWriteBuffer(&rec)
+		header := strings.Repeat("h", 300)
+		body := strings.Repeat("b", tc.body)
+		b.WriteString(header)
+		// LimitReader, as net/http wraps a body of known length: no WriteTo.
+		n, err := b.ReadFrom(io.LimitReader(iotest.HalfReader(strings.NewReader(body)), int64(tc.body)))
+		if n != int64(tc.body) || err != nil {
+			t.Fatalf("body of %d: ReadFrom = %d, %v", tc.body, n, err)
+		}
+		if err := b.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if rec.all.String() != header+body {
+			t.Errorf("body of %d: the connection got %d bytes that differ from the %d written", tc.body, rec.all.Len(), len(header+body))
+		}
+		if !slicesEqual(rec.writes, tc.writes) {
+			t.Errorf("body of %d: writes %v, want %v", tc.body, rec.writes, tc.writes)
+		}
+		b.release()
+	}
+}
+
+// The Transport writes a request of up to 32 KB, header and body, in one
+// write, as it reads it from the request.
+func TestTransportWritesARequestInOneWrite(t *testing.T) {
+	u := newUpstream(t, echo, false)
+	tr := transportFor(u)
+	var writes atomic.Int64
+	tr.dialFn = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &writes}, nil
+	}
+	for _, tc := range []struct {
+		body   int
+		writes int64
+	}{{100, 1}, {20 << 10, 1}, {100 << 10, 4}} {
+		body := strings.Repeat("x", tc.body)
+		before := writes.Load()
+		res, err := post(t, tr, context.Background(), u.URL, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, res); got != "POST "+body {
+			t.Fatalf("body of %d: the upstream got %d bytes, want %d", tc.body, len(got)-5, tc.body)
+		}
+		if got := writes.Load() - before; got != tc.writes {
+			t.Errorf("body of %d: %d writes, want %d", tc.body, got, tc.writes)
 		}
 	}
 }
