@@ -39,6 +39,12 @@ func startServer(tb testing.TB, s *Server) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return serveOn(tb, s, ln)
+}
+
+// serveOn serves s on ln until the test ends, as startServer.
+func serveOn(tb testing.TB, s *Server, ln net.Listener) *testServer {
+	tb.Helper()
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}

@@ -15,8 +15,9 @@ const (
 
 var bigWrites = sync.Pool{New: func() any { b := make([]byte, 0, bigWrite); return &b }}
 
-// writeBuffer holds what the server writes to a connection until Flush, as
-// bufio.Writer does, with two differences that save system calls:
+// writeBuffer holds what is written to a connection (the server's answers,
+// the Transport's requests) until Flush, as bufio.Writer does, with two
+// differences that save system calls:
 //
 //   - When a write does not fit in its 4 KB, it grows to bigWrite (a buffer
 //     from a pool) instead of writing the full buffer out and keeping the
@@ -62,9 +63,6 @@ func (b *writeBuffer) release() {
 	writeBufs.Put(b)
 }
 
-// Buffered is how many bytes are held.
-func (b *writeBuffer) Buffered() int { return len(b.buf) }
-
 // AvailableBuffer returns an empty slice over the free end of the buffer,
 // to append to and pass to Write without a copy.
 func (b *writeBuffer) AvailableBuffer() []byte { return b.buf[len(b.buf):][:0] }
@@ -96,25 +94,14 @@ func (b *writeBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *writeBuffer) WriteString(s string) (int, error) {
-	if b.err != nil {
-		return 0, b.err
+	if b.err == nil && (len(b.buf)+len(s) <= cap(b.buf) || b.grow(len(b.buf)+len(s))) {
+		b.buf = append(b.buf, s...)
+		return len(s), nil
 	}
-	if len(b.buf)+len(s) > cap(b.buf) && !b.grow(len(b.buf)+len(s)) {
-		// Only header lines and framing come as strings: rare enough here
-		// to flush first and not worth a writev.
-		if err := b.Flush(); err != nil {
-			return 0, err
-		}
-		if len(s) > cap(b.buf) {
-			if _, err := io.WriteString(b.w, s); err != nil {
-				b.err = err
-				return 0, err
-			}
-			return len(s), nil
-		}
-	}
-	b.buf = append(b.buf, s...)
-	return len(s), nil
+	// More than even the grown buffer holds (or a failed connection):
+	// rare for strings, which are header lines and framing, so the copy
+	// does not matter.
+	return b.Write([]byte(s))
 }
 
 func (b *writeBuffer) WriteByte(c byte) error {

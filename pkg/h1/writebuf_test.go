@@ -5,9 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,7 +64,7 @@ func TestWriteBuffer(t *testing.T) {
 			if err := b.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			if !slicesEqual(rec.writes, tc.writes) {
+			if !slices.Equal(rec.writes, tc.writes) {
 				t.Errorf("writes %v, want %v", rec.writes, tc.writes)
 			}
 			if !bytes.Equal(rec.all.Bytes(), want.Bytes()) {
@@ -76,27 +77,15 @@ func TestWriteBuffer(t *testing.T) {
 	}
 }
 
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestWriteBufferStringsAndBytes(t *testing.T) {
 	var rec writeRecorder
 	b := newWriteBuffer(&rec)
 	defer b.release()
 	long := strings.Repeat("x", bigWrite+5)
 	b.WriteString("HTTP/1.1 200 OK\r\n")
-	b.Write(strconv10(b.AvailableBuffer(), 42))
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), 42, 10))
 	b.WriteByte('\n')
-	b.WriteString(long) // more than even the grown buffer: flushed, then written
+	b.WriteString(long) // more than even the grown buffer: goes out with what is held (a writev on TCP)
 	b.WriteString(strings.Repeat("y", smallWrite+1))
 	for range 3 {
 		b.WriteByte('z')
@@ -108,13 +97,9 @@ func TestWriteBufferStringsAndBytes(t *testing.T) {
 	if rec.all.String() != want {
 		t.Fatalf("the connection got %d bytes that differ from the %d written", rec.all.Len(), len(want))
 	}
-	if got := []int{20, bigWrite + 5, smallWrite + 4}; !slicesEqual(rec.writes, got) {
-		t.Errorf("writes %v, want %v", rec.writes, got)
+	if writes := []int{20, bigWrite + 5, smallWrite + 4}; !slices.Equal(rec.writes, writes) {
+		t.Errorf("writes %v, want %v", rec.writes, writes)
 	}
-}
-
-func strconv10(dst []byte, n int) []byte {
-	return append(dst, byte('0'+n/10), byte('0'+n%10))
 }
 
 func TestWriteBufferKeepsTheFirstError(t *testing.T) {
@@ -231,10 +216,8 @@ func TestServerAnswerOfMoreThan4KBIsOneWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	var writes atomic.Int64
-	s.Log = slog.New(slog.DiscardHandler)
-	go s.Serve(countingListener{ln, &writes})
-	t.Cleanup(func() { s.Close() })
-	c := dialRaw(t, ln.Addr().String())
+	ts := serveOn(t, s, countingListener{ln, &writes})
+	c := dialRaw(t, ts.addr)
 	want := strings.Repeat(piece, 12)
 	for _, tc := range []struct {
 		path   string
@@ -285,7 +268,7 @@ func TestWriteBufferReadFrom(t *testing.T) {
 		if rec.all.String() != header+body {
 			t.Errorf("body of %d: the connection got %d bytes that differ from the %d written", tc.body, rec.all.Len(), len(header+body))
 		}
-		if !slicesEqual(rec.writes, tc.writes) {
+		if !slices.Equal(rec.writes, tc.writes) {
 			t.Errorf("body of %d: writes %v, want %v", tc.body, rec.writes, tc.writes)
 		}
 		b.release()
