@@ -2,7 +2,12 @@
 
 package h1
 
-import "syscall"
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
 
 // alive reports whether an idle connection can still carry a request: the
 // upstream has neither closed it nor sent anything unasked (a 408 before
@@ -43,12 +48,16 @@ func hungUp(raw syscall.RawConn) bool {
 }
 
 // readable reports whether a read of c would return at once: bytes are
-// waiting, or the peer closed or reset the connection. One non-blocking
-// peek, through Control, as hungUp; the function it runs is made once per
-// connection, so that a peek allocates nothing.
+// waiting, or the peer closed or reset the connection. Without TLS it reads
+// what is there into c.pre (fill); under TLS, whose records the reader must
+// decrypt, it peeks, through Control, as hungUp. The functions they run are
+// made once per connection, so that neither allocates.
 func (c *conn) readable() bool {
 	if c.raw == nil {
 		return false
+	}
+	if c.pre != nil {
+		return c.pre.fill(c.raw)
 	}
 	if c.peek == nil {
 		c.peek = func(fd uintptr) {
@@ -58,4 +67,33 @@ func (c *conn) readable() bool {
 	}
 	c.ready = false
 	return c.raw.Control(c.peek) == nil && c.ready
+}
+
+// fill takes what has arrived on raw, p's socket, without waiting for more,
+// and reports whether a read would now return at once. The read goes
+// through raw.Read, which holds the socket's read lock; the runtime's poller
+// is not told, so a later Read that finds the socket empty waits for it as
+// usual (Go always reads before it waits).
+func (p *prefetch) fill(raw syscall.RawConn) bool {
+	if p.pending() {
+		return true
+	}
+	if p.read == nil {
+		p.buf = make([]byte, prefetchSize)
+		p.read = func(fd uintptr) bool {
+			n, err := syscall.Read(int(fd), p.buf)
+			switch {
+			case n > 0:
+				p.held = p.buf[:n]
+			case err == nil:
+				p.err = io.EOF
+			case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR:
+				// nothing yet
+			default:
+				p.err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+			}
+			return true // never wait for the socket to become readable
+		}
+	}
+	return raw.Read(p.read) == nil && p.pending()
 }

@@ -2,11 +2,13 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -64,4 +66,72 @@ func FuzzTransportAnswer(f *testing.F) {
 			t.Errorf("connection kept after a failed read: %v", rerr)
 		}
 	})
+}
+
+// FuzzStreamOverTCP copies streamed answers, sent in pieces of any size, over
+// a real keep-alive TCP connection, as a proxy does: a read, then Arrived
+// before deciding to flush. What Arrived reads ahead must be handed on byte
+// for byte, in order, and the connection must carry the next answer.
+func FuzzStreamOverTCP(f *testing.F) {
+	f.Add([]byte("data: {\"a\":1}\n\ndata: [DONE]\n\n"), uint16(7), uint8(0))
+	f.Add([]byte(strings.Repeat("x", 40<<10)), uint16(1000), uint8(3))
+	f.Add([]byte{}, uint16(0), uint8(1))
+	var (
+		mu     sync.Mutex
+		answer []byte
+		size   int
+		pause  time.Duration
+	)
+	u := newUpstream(f, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		a, n, p := answer, size, pause
+		mu.Unlock()
+		w.(http.Flusher).Flush()
+		for len(a) > 0 {
+			k := min(n, len(a))
+			w.Write(a[:k])
+			w.(http.Flusher).Flush()
+			a = a[k:]
+			time.Sleep(p)
+		}
+	}, false)
+	tr := transportFor(u)
+	f.Cleanup(tr.CloseIdleConnections)
+	f.Fuzz(func(t *testing.T, stream []byte, piece uint16, gap uint8) {
+		mu.Lock()
+		// At most 256 pieces, each flushed, with up to 150 µs between them.
+		answer, size, pause = stream, max(1+int(piece)%(64<<10), len(stream)/256+1), time.Duration(gap%4)*50*time.Microsecond
+		mu.Unlock()
+		res := mustPost(t, tr, u)
+		defer res.Body.Close()
+		arrived := res.Body.(interface{ Arrived() bool }).Arrived
+		var got []byte
+		buf := make([]byte, 1+int(piece)%5000)
+		for {
+			n, err := res.Body.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v", len(got), len(stream), err)
+			}
+			arrived()
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("got %d bytes, want %d; first difference at %d", len(got), len(stream), firstDifference(got, stream))
+		}
+		if n := u.conns.Load(); n != 1 {
+			t.Fatalf("%d connections, want 1: an answer read to its end leaves it to the next", n)
+		}
+	})
+}
+
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -147,10 +147,21 @@ type conn struct {
 	bw   *writeBuffer
 	used time.Time // when it was last put back idle
 
-	// For readable's peek (alive_unix.go), made on first use.
+	// pre is what br reads from on a connection without TLS: readable reads
+	// into it instead of peeking (prefetch.go).
+	pre *prefetch
+
+	// For readable's peek under TLS (alive_unix.go), made on first use.
 	peek    func(fd uintptr)
 	peekBuf [1]byte
 	ready   bool
+}
+
+// quiet reports whether nothing the upstream sent is waiting to be read:
+// bytes beyond an answer's end, unasked, mean the connection cannot carry
+// another request.
+func (c *conn) quiet() bool {
+	return c.br.Buffered() == 0 && (c.pre == nil || !c.pre.pending()) && alive(c.raw)
 }
 
 // RoundTrip sends req and returns the answer; the body must be read to its
@@ -298,7 +309,8 @@ func (b *body) Read(p []byte) (int, error) {
 // its socket (the end of the connection counts: a read returns at once). A
 // proxy copying a stream asks before it flushes what it read, so that what
 // came in together goes out together, in one write instead of one per read.
-// It costs at most one non-blocking peek, and never waits. Under TLS, what
+// It costs at most one non-blocking read (under TLS, a peek), whose bytes
+// the next Read hands on without another, and never waits. Under TLS, what
 // the TLS layer has decrypted and not yet handed on is not seen: a missed
 // chance to write together, never a wait.
 func (b *body) Arrived() bool {
@@ -342,7 +354,7 @@ func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, boo
 		list[len(list)-1] = nil
 		t.idle[key] = list[:len(list)-1]
 		t.mu.Unlock()
-		if now.Sub(c.used) < t.IdleTimeout && alive(c.raw) {
+		if now.Sub(c.used) < t.IdleTimeout && c.quiet() {
 			return c, true, nil
 		}
 		c.nc.Close()
@@ -430,7 +442,12 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		}
 		c.nc = tc
 	}
-	c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	if c.nc == nc && c.raw != nil {
+		c.pre = &prefetch{nc: nc}
+		c.br = bufio.NewReaderSize(c.pre, 16<<10)
+	} else {
+		c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	}
 	c.bw = newOwnWriteBuffer(c.nc, 8<<10) // its own, not pooled: it lives as long as the connection
 	return c, nil
 }

@@ -26,7 +26,7 @@ type upstream struct {
 	open  []net.Conn
 }
 
-func newUpstream(t *testing.T, h http.HandlerFunc, tls bool) *upstream {
+func newUpstream(t testing.TB, h http.HandlerFunc, tls bool) *upstream {
 	t.Helper()
 	u := &upstream{}
 	u.Server = httptest.NewUnstartedServer(h)
@@ -459,5 +459,147 @@ func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
 	}
 	if arrived() {
 		t.Error("Arrived after the end was read")
+	}
+}
+
+// readCountingConn counts the reads of its TCP connection that go through
+// Read, and keeps its socket visible (SyscallConn), so that the Transport
+// can still look at it without reading.
+type readCountingConn struct {
+	*net.TCPConn
+	reads *atomic.Int64
+}
+
+func (c readCountingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.TCPConn.Read(p)
+}
+
+// What Arrived found on the socket is handed to the next Read without
+// another read of the socket; the connection is then used again.
+func TestArrivedReadsWhatItFinds(t *testing.T) {
+	next := make(chan struct{})
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush()
+		for _, part := range []string{"one", "two", ""} {
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+			if part == "" {
+				return // the chunked body's end goes out
+			}
+			w.Write([]byte(part))
+			w.(http.Flusher).Flush()
+		}
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	var reads atomic.Int64
+	tr.dialFn = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return readCountingConn{c.(*net.TCPConn), &reads}, nil
+	}
+	for range 2 {
+		res := mustPost(t, tr, u)
+		arrived := res.Body.(interface{ Arrived() bool }).Arrived
+		buf := make([]byte, 64)
+		for _, part := range []string{"one", "two"} {
+			next <- struct{}{}
+			for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%q was sent but Arrived is still false", part)
+				}
+			}
+			before := reads.Load()
+			n, err := res.Body.Read(buf)
+			if err != nil || string(buf[:n]) != part {
+				t.Fatalf("read %q, %v; want %q", buf[:n], err, part)
+			}
+			if got := reads.Load() - before; got != 0 {
+				t.Errorf("reading %q after Arrived read the socket %d more times, want 0", part, got)
+			}
+		}
+		next <- struct{}{}
+		if got := readAll(t, res); got != "" {
+			t.Fatalf("after the parts: %q", got)
+		}
+	}
+	if n := u.conns.Load(); n != 1 {
+		t.Errorf("%d connections for two requests in turn, want 1", n)
+	}
+}
+
+// An upstream that closes the connection in the middle of an answer: Arrived
+// says so (a read returns at once), and the read gives what came before the
+// close, then the error.
+func TestArrivedSeesTheUpstreamClose(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+		bw.Flush()
+		c.Close()
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	res := mustPost(t, tr, u)
+	defer res.Body.Close()
+	arrived := res.Body.(interface{ Arrived() bool }).Arrived
+	var got []byte
+	buf := make([]byte, 64)
+	for {
+		for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the upstream closed but Arrived is still false, after %q", got)
+			}
+		}
+		n, err := res.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			if string(got) != "one" || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("read %q, then %v; want \"one\", then an unexpected EOF", got, err)
+			}
+			break
+		}
+	}
+}
+
+// A connection on which the upstream sent more than its answer is not used
+// again: what it sent unasked would be taken for the next answer.
+func TestConnectionWithBytesBeyondTheAnswerIsNotReused(t *testing.T) {
+	var n atomic.Int64
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		i := n.Add(1)
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%dstale", i)
+		bw.Flush()
+		io.Copy(io.Discard, c) // until the client closes it
+	}, false)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	for i := 1; i <= 2; i++ {
+		res, err := post(t, tr, context.Background(), u.URL, "")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		// Wait until the stale bytes are in, then read the answer.
+		time.Sleep(20 * time.Millisecond)
+		if got := readAll(t, res); got != strconv.Itoa(i) {
+			t.Fatalf("request %d: answer %q", i, got)
+		}
+	}
+	if got := u.conns.Load(); got != 2 {
+		t.Errorf("%d connections, want 2", got)
 	}
 }
