@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkServer sends requests one after another on one keep-alive
@@ -128,4 +129,66 @@ func readAnswer(b *testing.B, br *bufio.Reader) int {
 			}
 		}
 	}
+}
+
+// BenchmarkTransportStream copies streamed answers through the Transport as
+// the edge does: a read, then Coalesce's question whether more has arrived
+// (Arrived), and a flush when nothing has. The upstream is this package's
+// Server on loopback, sending 20 events of about 250 bytes, each flushed on
+// its own, as a provider's stream arrives; the copy goes to io.Discard. The
+// time per answer includes the upstream's work, which is the same whatever
+// the Transport does. flushes/op is the writes a proxy would make to its
+// client per answer.
+//
+//	go test ./pkg/h1 -run '^$' -bench TransportStream -count 6
+func BenchmarkTransportStream(b *testing.B) {
+	event := []byte("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4\"," +
+		"\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lorem ipsum dolor sit amet \"},\"finish_reason\":null}],\"usage\":null}\n\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for range 20 {
+			w.Write(event) //nolint:errcheck // the benchmark counts what arrives
+			w.(http.Flusher).Flush()
+		}
+	})}
+	go s.Serve(ln) //nolint:errcheck // ends with Close
+	defer s.Close()
+	tr := New(5*time.Second, nil)
+	defer tr.CloseIdleConnections()
+	url := "http://" + ln.Addr().String() + "/v1/chat/completions"
+	buf := make([]byte, 32<<10)
+	var flushes int
+	b.ResetTimer()
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"stream":true}`))
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		flush := NewCoalesce(res.Body)
+		total := 0
+		for {
+			n, err := res.Body.Read(buf)
+			total += n
+			flush.Wrote(n)
+			if err == io.EOF {
+				flushes++ // what is held goes out with the answer's end
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if flush.FlushNow() {
+				flushes++
+			}
+		}
+		if total != 20*len(event) {
+			b.Fatalf("%d bytes, want %d", total, 20*len(event))
+		}
+	}
+	b.ReportMetric(float64(flushes)/float64(b.N), "flushes/op")
 }

@@ -401,10 +401,9 @@ func TestCancelledRequestKeepsThePool(t *testing.T) {
 	}
 }
 
-// TestArrivedSaysWhetherAReadWouldWait follows a streamed answer: Arrived
-// is false while the upstream holds the next part back, true once it has
-// been sent (and once the answer's end has), false after the end is read.
-func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
+// steppedUpstream answers with a stream that it sends a step at a time, each
+// when the test says so on next: "one", "two", then the answer's end.
+func steppedUpstream(t *testing.T) (*upstream, chan<- struct{}) {
 	next := make(chan struct{})
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush() // the header, alone
@@ -421,26 +420,36 @@ func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	}, false)
+	return u, next
+}
+
+// waitArrived waits up to 10 s for arrived to say yes, after what happened.
+func waitArrived(t *testing.T, arrived func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, but Arrived is still false", what)
+		}
+	}
+}
+
+// TestArrivedSaysWhetherAReadWouldWait follows a streamed answer: Arrived
+// is false while the upstream holds the next part back, true once it has
+// been sent (and once the answer's end has), false after the end is read.
+func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
+	u, next := steppedUpstream(t)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
 	res := mustPost(t, tr, u)
 	defer res.Body.Close()
 	arrived := res.Body.(interface{ Arrived() bool }).Arrived
-	waitArrived := func(what string) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s was sent but Arrived is still false", what)
-			}
-		}
-	}
 	buf := make([]byte, 64)
 	for _, part := range []string{"one", "two"} {
 		if arrived() {
 			t.Fatalf("Arrived before %q was sent", part)
 		}
 		next <- struct{}{}
-		waitArrived(strconv.Quote(part))
+		waitArrived(t, arrived, strconv.Quote(part)+" was sent")
 		n, err := res.Body.Read(buf)
 		if err != nil || string(buf[:n]) != part {
 			t.Fatalf("read %q, %v; want %q", buf[:n], err, part)
@@ -453,7 +462,7 @@ func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
 		t.Errorf("Arrived allocates %v times per call", allocs)
 	}
 	next <- struct{}{}
-	waitArrived("the end")
+	waitArrived(t, arrived, "the end was sent")
 	if n, err := res.Body.Read(buf); n != 0 || err != io.EOF {
 		t.Fatalf("read %q, %v; want the end", buf[:n], err)
 	}
@@ -478,22 +487,7 @@ func (c readCountingConn) Read(p []byte) (int, error) {
 // What Arrived found on the socket is handed to the next Read without
 // another read of the socket; the connection is then used again.
 func TestArrivedReadsWhatItFinds(t *testing.T) {
-	next := make(chan struct{})
-	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		w.(http.Flusher).Flush()
-		for _, part := range []string{"one", "two", ""} {
-			select {
-			case <-next:
-			case <-r.Context().Done():
-				return
-			}
-			if part == "" {
-				return // the chunked body's end goes out
-			}
-			w.Write([]byte(part))
-			w.(http.Flusher).Flush()
-		}
-	}, false)
+	u, next := steppedUpstream(t)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
 	var reads atomic.Int64
@@ -510,11 +504,7 @@ func TestArrivedReadsWhatItFinds(t *testing.T) {
 		buf := make([]byte, 64)
 		for _, part := range []string{"one", "two"} {
 			next <- struct{}{}
-			for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("%q was sent but Arrived is still false", part)
-				}
-			}
+			waitArrived(t, arrived, strconv.Quote(part)+" was sent")
 			before := reads.Load()
 			n, err := res.Body.Read(buf)
 			if err != nil || string(buf[:n]) != part {
@@ -555,11 +545,7 @@ func TestArrivedSeesTheUpstreamClose(t *testing.T) {
 	var got []byte
 	buf := make([]byte, 64)
 	for {
-		for deadline := time.Now().Add(10 * time.Second); !arrived(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the upstream closed but Arrived is still false, after %q", got)
-			}
-		}
+		waitArrived(t, arrived, fmt.Sprintf("the upstream closed after %q", got))
 		n, err := res.Body.Read(buf)
 		got = append(got, buf[:n]...)
 		if err != nil {
