@@ -165,6 +165,7 @@ type result struct {
 	elapsed  time.Duration
 	lastDone time.Time
 	cpu      cpuTimes
+	calls    callCounts // open loop only
 	sorted   map[string][]time.Duration
 	// rounds are the parts of an open-loop step measured in turn with the
 	// other targets (-rounds); the samples above are theirs together.
@@ -261,6 +262,7 @@ func (g *generator) openLoop(ctx context.Context, target string, streamed bool, 
 	start := time.Now().Add(5 * time.Millisecond)
 	var measureStart time.Time
 	var cpu0 cpuTimes
+	var calls0 callCounts
 	for i := range total {
 		if ctx.Err() != nil {
 			break
@@ -271,7 +273,7 @@ func (g *generator) openLoop(ctx context.Context, target string, streamed bool, 
 			syscall.Nanosleep(&ts, nil) //nolint:errcheck // an early wake is caught up below
 		}
 		if i == warm {
-			measureStart, cpu0 = scheduled, g.sys.cpu()
+			measureStart, cpu0, calls0 = scheduled, g.sys.cpu(), g.sys.calls()
 		}
 		measured := i >= warm
 		if inflight.Load() >= int64(g.o.maxInflight) {
@@ -313,6 +315,7 @@ func (g *generator) openLoop(ctx context.Context, target string, streamed bool, 
 	}
 	wg.Wait()
 	res.cpu = g.sys.cpu().sub(cpu0)
+	res.calls = g.sys.calls().sub(calls0)
 	// The achieved rate is the answers over the time from the first
 	// measured send to the last answer: below the target when the system
 	// falls behind.
@@ -330,6 +333,10 @@ func (r *result) merge(o *result) {
 	}
 	for k, v := range o.cpu {
 		r.cpu[k] += v
+	}
+	for k, v := range o.calls {
+		sum := r.calls[k]
+		r.calls[k] = [2]int64{sum[0] + v[0], sum[1] + v[1]}
 	}
 	r.rounds = append(r.rounds, o)
 	r.sorted = nil

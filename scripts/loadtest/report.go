@@ -38,6 +38,17 @@ func perReq(r *result, role string) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/n, 'f', 0, 64)
 }
 
+// callsPerReq is a process's read and write system calls per measured
+// request.
+func callsPerReq(r *result, role string) string {
+	c, ok := r.calls[role]
+	n := float64(len(r.samples))
+	if !ok || n <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f / %.1f", float64(c[0])/n, float64(c[1])/n)
+}
+
 var targetNames = map[string]string{"direct": "mock directly", "proxy": "minimal proxy", "edge": "**edge**"}
 
 func printOpen(streamed bool, rows []*result, sys *system) {
@@ -107,10 +118,32 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 		fmt.Println(line)
 	}
 	fmt.Println()
+	if len(sys.procs) > 0 {
+		printCalls(rows)
+	}
 	for _, r := range rows {
 		if e := r.firstError(); e != "" {
 			fmt.Printf("Errors at %d req/s (%s): %d; first: %s\n", r.perSec, r.target, r.errors(), e)
 		}
+	}
+	fmt.Println()
+}
+
+// printCalls shows each process's read and write system calls per request,
+// counted by the kernel (/proc/<pid>/io) without slowing anything.
+func printCalls(rows []*result) {
+	roles := []string{"generator", "mock", "proxy", "edge", "nats"}
+	fmt.Println("Read and write system calls per request of each process (reads / writes; read, readv, write and writev, from")
+	fmt.Println("/proc/<pid>/io; peeks, epoll and splice are not counted):")
+	fmt.Println()
+	fmt.Println("| rate | target | " + strings.Join(roles, " | ") + " |")
+	fmt.Println("|---:|---|" + strings.Repeat("---:|", len(roles)))
+	for _, r := range rows {
+		line := fmt.Sprintf("| %d | %s |", r.perSec, r.target)
+		for _, role := range roles {
+			line += " " + callsPerReq(r, role) + " |"
+		}
+		fmt.Println(line)
 	}
 	fmt.Println()
 }

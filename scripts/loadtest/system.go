@@ -72,7 +72,7 @@ func (g *generator) openStep(ctx context.Context, targets []string, streamed boo
 			if p := pooled[target]; p != nil {
 				p.merge(res)
 			} else {
-				pooled[target] = &result{perSec: rate, target: target, streamed: streamed, cpu: cpuTimes{}}
+				pooled[target] = &result{perSec: rate, target: target, streamed: streamed, cpu: cpuTimes{}, calls: callCounts{}}
 				pooled[target].merge(res)
 			}
 		}
