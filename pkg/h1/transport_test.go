@@ -403,7 +403,7 @@ func TestCancelledRequestKeepsThePool(t *testing.T) {
 
 // steppedUpstream answers with a stream that it sends a step at a time, each
 // when the test says so on next: "one", "two", then the answer's end.
-func steppedUpstream(t *testing.T) (*upstream, chan<- struct{}) {
+func steppedUpstream(t *testing.T, tls bool) (*upstream, chan<- struct{}) {
 	next := make(chan struct{})
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush() // the header, alone
@@ -419,7 +419,7 @@ func steppedUpstream(t *testing.T) (*upstream, chan<- struct{}) {
 			w.Write([]byte(part))
 			w.(http.Flusher).Flush()
 		}
-	}, false)
+	}, tls)
 	return u, next
 }
 
@@ -435,9 +435,16 @@ func waitArrived(t *testing.T, arrived func() bool, what string) {
 
 // TestArrivedSaysWhetherAReadWouldWait follows a streamed answer: Arrived
 // is false while the upstream holds the next part back, true once it has
-// been sent (and once the answer's end has), false after the end is read.
+// been sent (and once the answer's end has), false after the end is read;
+// over plain TCP (where it reads ahead) and under TLS (where it peeks).
 func TestArrivedSaysWhetherAReadWouldWait(t *testing.T) {
-	u, next := steppedUpstream(t)
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcp", true: "tls"}[tls], func(t *testing.T) { arrivedSaysWhetherAReadWouldWait(t, tls) })
+	}
+}
+
+func arrivedSaysWhetherAReadWouldWait(t *testing.T, tls bool) {
+	u, next := steppedUpstream(t, tls)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
 	res := mustPost(t, tr, u)
@@ -487,7 +494,7 @@ func (c readCountingConn) Read(p []byte) (int, error) {
 // What Arrived found on the socket is handed to the next Read without
 // another read of the socket; the connection is then used again.
 func TestArrivedReadsWhatItFinds(t *testing.T) {
-	u, next := steppedUpstream(t)
+	u, next := steppedUpstream(t, false)
 	tr := transportFor(u)
 	defer tr.CloseIdleConnections()
 	var reads atomic.Int64
