@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// ---- CPU and system-call accounting -----------------------------------------------------
+// ---- CPU and system-call accounting --------------------------------------
 
 // cpuTimes is the CPU time (user and system) used so far by each process.
 type cpuTimes map[string]time.Duration
