@@ -162,7 +162,6 @@ func BenchmarkTransportStream(b *testing.B) {
 	url := "http://" + ln.Addr().String() + "/v1/chat/completions"
 	buf := make([]byte, 32<<10)
 	var flushes int
-	b.ResetTimer()
 	for b.Loop() {
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"stream":true}`))
 		res, err := tr.RoundTrip(req)

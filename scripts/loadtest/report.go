@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,10 @@ func callsPerReq(r *result, role string) string {
 	return fmt.Sprintf("%.1f / %.1f", float64(c[0])/n, float64(c[1])/n)
 }
 
+// processes are the load test's processes, as its tables name them: this
+// one (the generator), then its children.
+var processes = []string{"generator", "mock", "proxy", "edge", "nats"}
+
 var targetNames = map[string]string{"direct": "mock directly", "proxy": "minimal proxy", "edge": "**edge**"}
 
 func printOpen(streamed bool, rows []*result, sys *system) {
@@ -93,7 +98,7 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 	}
 	roles := []string{"generator"}
 	if len(sys.procs) > 0 {
-		roles = append(roles, "mock", "proxy", "edge", "nats")
+		roles = slices.Clone(processes) // steal may be appended
 	}
 	if sys.stealKnown {
 		// Time the hypervisor ran something else while this VM wanted
@@ -132,7 +137,7 @@ func printOpen(streamed bool, rows []*result, sys *system) {
 // printCalls shows each process's read and write system calls per request,
 // counted by the kernel (/proc/<pid>/io) without slowing anything.
 func printCalls(rows []*result) {
-	roles := []string{"generator", "mock", "proxy", "edge", "nats"}
+	roles := processes
 	fmt.Println("Read and write system calls per request of each process (reads / writes; read, readv, write and writev, from")
 	fmt.Println("/proc/<pid>/io; peeks, epoll and splice are not counted):")
 	fmt.Println()
