@@ -184,7 +184,9 @@ func printBeyondProxy(rows []*result) {
 }
 
 // printRounds shows, when a step was measured in rounds, what each round
-// alone added: how much the pooled numbers above can be trusted.
+// alone added: how much the pooled numbers above can be trusted. The
+// median of the rounds' added p99 is not moved by one disturbed round,
+// which moves the pooled p99.
 func printRounds(rows []*result, direct map[int]*result) {
 	printed := false
 	for _, r := range rows {
@@ -198,11 +200,13 @@ func printRounds(rows []*result, direct map[int]*result) {
 			printed = true
 		}
 		line := fmt.Sprintf("- %d req/s, %s:", r.perSec, targetNames[r.target])
+		added99 := make([]time.Duration, len(r.rounds))
 		for i, x := range r.rounds {
 			y := d.rounds[i]
-			line += fmt.Sprintf(" %s / %s;", signedMS(x.q("total", .5)-y.q("total", .5)), signedMS(x.q("total", .99)-y.q("total", .99)))
+			added99[i] = x.q("total", .99) - y.q("total", .99)
+			line += fmt.Sprintf(" %s / %s;", signedMS(x.q("total", .5)-y.q("total", .5)), signedMS(added99[i]))
 		}
-		fmt.Println(strings.TrimSuffix(line, ";"))
+		fmt.Printf("%s (median p99 %s)\n", strings.TrimSuffix(line, ";"), signedMS(median(added99)))
 	}
 	if printed {
 		fmt.Println()
@@ -248,4 +252,18 @@ func (r *result) rateOr0() float64 {
 		return 0
 	}
 	return r.rate()
+}
+
+// median returns the middle value of ds (the mean of the two middle ones
+// for an even count), or 0 for none. It sorts ds.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	n := len(ds)
+	if n%2 == 1 {
+		return ds[n/2]
+	}
+	return (ds[n/2-1] + ds[n/2]) / 2
 }
