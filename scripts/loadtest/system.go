@@ -383,9 +383,10 @@ func serveHTTP(kind string, h http.Handler) (string, func(), error) {
 // ("<kind> <url>"): it reads the request, sends it on with a few headers,
 // and copies the answer back (a stream read by read, flushed by
 // h1.Coalesce's rule), as the edge does, but checks, meters and publishes
-// nothing: the cost of a second HTTP hop on this machine. Its kind is net/http (net/http's server and
-// Transport), h1 (pkg/h1's, as the edge: the difference to the edge is the
-// edge's own work) or relay (no HTTP at all, see startRelay).
+// nothing: the cost of a second HTTP hop on this machine. Its kind is
+// net/http (net/http's server and Transport), h1 (pkg/h1's, as the edge:
+// the difference to the edge is the edge's own work) or relay (no HTTP at
+// all, see startRelay).
 func startProxy(arg string) (string, func(), error) {
 	kind, upstream, _ := strings.Cut(arg, " ")
 	if kind == "relay" {
