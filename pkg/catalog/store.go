@@ -109,6 +109,8 @@ func (v *View) Snapshot() *Snapshot { return v.cur.Load() }
 func (v *View) Ready() <-chan struct{} { return v.ready }
 
 // Watch keeps the view current until ctx ends. Changes apply without restarts.
+// It may be called again after it returns (a lost watch is restarted): the
+// view is then rebuilt from the bucket's current values, deletions included.
 func (v *View) Watch(ctx context.Context, s *Store, log *slog.Logger) error {
 	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
@@ -128,7 +130,7 @@ func (v *View) Watch(ctx context.Context, s *Store, log *slog.Logger) error {
 			if e == nil { // the initial values are all in
 				v.cur.Store(pending)
 				if initial {
-					close(v.ready)
+					v.markReady()
 					initial = false
 				}
 				continue
@@ -144,6 +146,16 @@ func (v *View) Watch(ctx context.Context, s *Store, log *slog.Logger) error {
 				v.cur.Store(next)
 			}
 		}
+	}
+}
+
+// markReady closes ready once: Watch runs again after a watch ends (the
+// edge restarts it), and its second load must not close ready twice.
+func (v *View) markReady() {
+	select {
+	case <-v.ready:
+	default:
+		close(v.ready)
 	}
 }
 
