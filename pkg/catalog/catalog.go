@@ -53,8 +53,22 @@ func ValidateService(s *eventsv1.Service) error {
 	default:
 		v.Add("adapter", "use OPENAI, ANTHROPIC or HTTP")
 	}
-	if u, err := url.Parse(s.GetBaseUrl()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		v.Add("base_url", "%q is not an http(s) URL without a query, e.g. https://api.openai.com", s.GetBaseUrl())
+	// The edge appends each request's path and query to the base URL: a
+	// query of its own would be dropped, a fragment is never sent, and a user
+	// or password would be stored in clear in the catalog (and read back by
+	// every reader of it) rather than on the edge.
+	raw := s.GetBaseUrl()
+	u, err := url.Parse(raw)
+	if err == nil && u.User != nil {
+		v.Add("base_url", "must not contain a user or password; put the credential in credential.env or credential.file "+
+			"(credential.header names the header it goes in, e.g. Authorization for a \"Basic ...\" value)")
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(raw, "?#") {
+		if strings.Contains(raw, "@") { // perhaps a credential: not repeated in an error
+			v.Add("base_url", "is not an http(s) URL without a query or fragment, e.g. https://api.openai.com")
+		} else {
+			v.Add("base_url", "%q is not an http(s) URL without a query or fragment, e.g. https://api.openai.com", raw)
+		}
 	}
 	if c := s.GetCredential(); c != nil {
 		switch src := c.GetSource().(type) {
