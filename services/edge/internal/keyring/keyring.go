@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"hash"
@@ -64,6 +65,7 @@ func (e *Entry) CanRead() bool    { return e.read }
 
 type graceSecret struct {
 	entry *Entry
+	hash  []byte // the previous secret's stored hash, which keys this entry
 	until time.Time
 }
 
@@ -116,21 +118,23 @@ func (r *Ring) hash(secret string) [32]byte {
 
 // Lookup finds the key a secret opens, and says why not when it opens none.
 // The map lookup is by keyed hash; the stored hash is then compared in
-// constant time as well.
+// constant time as well, so that what decides is the key's own record of
+// its secret, not only the map's index of it.
 func (r *Ring) Lookup(secret string, now time.Time) (*Entry, Verdict) {
 	if secret == "" {
 		return nil, Unknown
 	}
 	sum := r.hash(secret)
+	var stored []byte
 	r.mu.RLock()
 	e, ok := r.byHash[sum]
-	if !ok {
-		if g, inGrace := r.grace[sum]; inGrace && now.Before(g.until) {
-			e, ok = g.entry, true
-		}
+	if ok {
+		stored = e.Key.GetSecret().GetHash()
+	} else if g, inGrace := r.grace[sum]; inGrace && now.Before(g.until) {
+		e, ok, stored = g.entry, true, g.hash
 	}
 	r.mu.RUnlock()
-	if !ok {
+	if !ok || subtle.ConstantTimeCompare(sum[:], stored) != 1 {
 		return nil, Unknown
 	}
 	if e.Key.GetStatus() == eventsv1.KeyStatus_KEY_STATUS_REVOKED {
@@ -190,7 +194,7 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 	}
 	for _, s := range k.GetPreviousSecrets() {
 		if len(s.GetHash()) == 32 && s.GetExpiresAt() != nil {
-			r.grace[[32]byte(s.GetHash())] = graceSecret{entry: e, until: s.GetExpiresAt().AsTime()}
+			r.grace[[32]byte(s.GetHash())] = graceSecret{entry: e, hash: s.GetHash(), until: s.GetExpiresAt().AsTime()}
 		}
 	}
 	r.mu.Unlock()

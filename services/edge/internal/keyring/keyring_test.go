@@ -1,0 +1,128 @@
+package keyring
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/keys"
+)
+
+var (
+	testPepper = bytes.Repeat([]byte{7}, 32)
+	testNow    = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+)
+
+// testRing holds keys made by testKey, hashed as the admin hashes them.
+func testRing(t testing.TB, ks ...*eventsv1.Key) *Ring {
+	t.Helper()
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	for _, k := range ks {
+		r.Apply(k)
+	}
+	return r
+}
+
+// testKey is an active PREDICT key whose secret is "en_"+id, with previous
+// secrets "en_"+id+"_old<i>" in grace until the given times.
+func testKey(t testing.TB, id string, graceUntil ...time.Time) *eventsv1.Key {
+	t.Helper()
+	h, err := keys.NewHasher(testPepper, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &eventsv1.Key{Id: id, Account: "acme", Status: eventsv1.KeyStatus_KEY_STATUS_ACTIVE,
+		Permissions: []eventsv1.Permission{eventsv1.Permission_PERMISSION_PREDICT},
+		Secret:      &eventsv1.Secret{Hash: h.Hash("en_" + id)}, CreatedAt: timestamppb.New(testNow.Add(-time.Hour))}
+	for i, until := range graceUntil {
+		k.PreviousSecrets = append(k.PreviousSecrets, &eventsv1.Secret{
+			Hash: h.Hash("en_" + id + "_old" + string(rune('0'+i))), ExpiresAt: timestamppb.New(until)})
+	}
+	return k
+}
+
+func TestLookup(t *testing.T) {
+	revoked := testKey(t, "k2")
+	revoked.Status = eventsv1.KeyStatus_KEY_STATUS_REVOKED
+	expired := testKey(t, "k3")
+	expired.ExpiresAt = timestamppb.New(testNow)
+	r := testRing(t, testKey(t, "k1", testNow.Add(time.Minute), testNow), revoked, expired)
+	for _, tt := range []struct {
+		secret string
+		id     string
+		want   Verdict
+	}{
+		{"en_k1", "k1", Found},
+		{"en_k1_old0", "k1", Found},
+		{"en_k1_old1", "", Unknown}, // its grace ended at testNow
+		{"en_k2", "k2", Revoked},
+		{"en_k3", "k3", Expired},
+		{"en_k4", "", Unknown},
+		{"en_k1 ", "", Unknown},
+		{"", "", Unknown},
+	} {
+		e, v := r.Lookup(tt.secret, testNow)
+		if v != tt.want || (e == nil) != (tt.id == "") || e != nil && e.Key.GetId() != tt.id {
+			t.Errorf("Lookup(%q) = %v, %v; want key %q, %v", tt.secret, e, v, tt.id, tt.want)
+		}
+	}
+}
+
+// An entry reached by a map key that is not its stored hash is not
+// returned: the map lookup alone does not decide.
+func TestLookupComparesTheStoredHash(t *testing.T) {
+	r := testRing(t, testKey(t, "k1", testNow.Add(time.Minute)), testKey(t, "k2"))
+	cur, old, other := r.hash("en_k1"), r.hash("en_k1_old0"), r.hash("en_k2")
+
+	r.mu.Lock()
+	r.byHash[other] = r.byHash[cur] // k2's secret now leads to k1's entry
+	r.grace[cur] = r.grace[old]     // and k1's current secret to its grace entry
+	delete(r.byHash, cur)
+	r.mu.Unlock()
+
+	for _, secret := range []string{"en_k2", "en_k1"} {
+		if e, v := r.Lookup(secret, testNow); v != Unknown || e != nil {
+			t.Errorf("Lookup(%q) = %v (key %s), want Unknown", secret, v, e.Key.GetId())
+		}
+	}
+	if e, v := r.Lookup("en_k1_old0", testNow); v != Found || e.Key.GetId() != "k1" {
+		t.Errorf("Lookup(en_k1_old0) = %v, %v; want k1 Found", e, v)
+	}
+}
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	r := testRing(t, testKey(t, "k1", testNow.Add(time.Minute)))
+	for _, secret := range []string{"en_k1", "en_k1_old0", "en_nope"} {
+		if n := testing.AllocsPerRun(1000, func() { r.Lookup(secret, testNow) }); n != 0 {
+			t.Errorf("Lookup(%q): %v allocations", secret, n)
+		}
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	ks := make([]*eventsv1.Key, 0, 1000)
+	for i := range 1000 {
+		ks = append(ks, testKey(b, "k"+string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676)), testNow.Add(time.Hour)))
+	}
+	r := testRing(b, ks...)
+	for _, bc := range []struct {
+		name, secret string
+		want         Verdict
+	}{
+		{"found", "en_kaaa", Found}, {"grace", "en_kaaa_old0", Found}, {"unknown", "en_nope", Unknown},
+	} {
+		if _, v := r.Lookup(bc.secret, testNow); v != bc.want {
+			b.Fatalf("Lookup(%q) = %v", bc.secret, v)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Lookup(bc.secret, testNow)
+			}
+		})
+	}
+}
