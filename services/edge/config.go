@@ -18,7 +18,7 @@ type Config struct {
 	Listen          string        `flag:"listen" env:"TOLLGATE_EDGE_LISTEN" yaml:"listen" usage:"address of the OpenAI- and Anthropic-compatible proxy"`
 	NATSURL         string        `flag:"nats-url" env:"TOLLGATE_NATS_URL" yaml:"nats_url" usage:"NATS server URL(s), comma-separated"`
 	Pepper          string        `flag:"pepper" env:"TOLLGATE_PEPPER" yaml:"pepper" usage:"the admin's pepper: key secrets are looked up by their HMAC under it" secret:"true"`
-	Instance        string        `flag:"instance" env:"TOLLGATE_EDGE_INSTANCE" yaml:"instance" usage:"name of this edge process in usage events (default: host name and random bits; must differ between processes)"`
+	Instance        string        `flag:"instance" env:"TOLLGATE_EDGE_INSTANCE" yaml:"instance" usage:"name of this edge process in usage events; random bits are added at every start so that sequences never repeat (default: host name)"`
 	SpoolDir        string        `flag:"spool-dir" env:"TOLLGATE_EDGE_SPOOL_DIR" yaml:"spool_dir" usage:"where usage events wait while the bus is unreachable"`
 	FailClosed      bool          `flag:"fail-closed" env:"TOLLGATE_EDGE_FAIL_CLOSED" yaml:"fail_closed" usage:"refuse requests (503) while the bus is unreachable instead of serving from what the edge knows"`
 	MaxRequestBytes int64         `flag:"max-request-bytes" env:"TOLLGATE_EDGE_MAX_REQUEST_BYTES" yaml:"max_request_bytes" usage:"largest request body for keys that set no maximum"`
@@ -67,6 +67,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Pepper) < 32 {
 		errs = append(errs, errors.New("pepper: set TOLLGATE_PEPPER to the admin's pepper (32 bytes or more)"))
+	}
+	if !validInstance(c.Instance) {
+		errs = append(errs, fmt.Errorf("instance: %q must be at most 64 letters, digits, '.', '_' or '-' (it names the spool file and is part of every usage event's id)", c.Instance))
 	}
 	if c.SpoolDir == "" {
 		errs = append(errs, errors.New("spool-dir: set a directory for usage events while the bus is away"))
@@ -127,3 +130,17 @@ func KeepSysmonAwake(c Config, log *slog.Logger) {
 
 // maxGCMinHeapMB bounds --gc-min-heap-mb: 1 TiB.
 const maxGCMinHeapMB = 1 << 20
+
+// validInstance reports whether name may name an edge: it becomes part of a
+// file name and of "instance:partition:sequence" event ids, so no '/' or ':'.
+func validInstance(name string) bool {
+	if len(name) > 64 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -8,7 +8,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strconv"
@@ -31,8 +33,10 @@ const SchemaVersion = 1
 
 // Config configures a Publisher.
 type Config struct {
-	// Instance names this edge process; with the sequence it identifies each
-	// event forever. It must differ between processes (and restarts).
+	// Instance is a readable name for this edge process (the host name when
+	// empty). New adds random bits to it at every start: with the sequence,
+	// the instance identifies each event forever, and sequences start again
+	// at 1 with each process.
 	Instance   string
 	SpoolDir   string
 	Partitions int
@@ -84,21 +88,28 @@ type Publisher struct {
 }
 
 // NewInstanceID returns a fresh edge instance id: the host name and random bits.
-func NewInstanceID() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "edge"
+func NewInstanceID() string { return instanceID("") }
+
+// instanceID returns a fresh edge instance id: name (the host name when
+// empty) and random bits. The bits are not optional: an edge started again
+// under the same name counts its sequences from 1 again, and the stream (by
+// message id, for two minutes) and metering (by instance and sequence,
+// forever) would drop its events as copies of the previous process's.
+func instanceID(name string) string {
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	if name == "" {
+		name = "edge"
 	}
 	var b [6]byte
 	rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
+	return name + "-" + hex.EncodeToString(b[:])
 }
 
 // New opens the spool and returns a Publisher; Run sends.
 func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
-	if cfg.Instance == "" {
-		cfg.Instance = NewInstanceID()
-	}
+	cfg.Instance = instanceID(cfg.Instance)
 	cfg.BatchSize = cmpOr(cfg.BatchSize, 1000)
 	cfg.BatchDelay = cmpOr(cfg.BatchDelay, 5*time.Millisecond)
 	cfg.AckTimeout = cmpOr(cfg.AckTimeout, 3*time.Second)
@@ -129,7 +140,8 @@ func cmpOr[T comparable](v, def T) T {
 	return v
 }
 
-// Instance is this publisher's edge instance id.
+// Instance is this publisher's edge instance id: Config.Instance (or the
+// host name) and the random bits added at this start.
 func (p *Publisher) Instance() string { return p.cfg.Instance }
 
 // Stats are counters for metrics and tests.
@@ -381,20 +393,39 @@ func (p *Publisher) replay(ctx context.Context) {
 // adoptOrphans moves what earlier edge processes left in the spool dir into
 // this process's spool (before any new event, so order holds); the normal
 // replay then publishes them with their original instance and sequence.
+// The spools of edges that still run (locked) are left to them.
 func (p *Publisher) adoptOrphans() error {
 	for _, path := range p.spool.orphans() {
-		evs, err := readAll(path)
-		if err != nil {
+		if err := p.adopt(path); err != nil {
 			return err
 		}
-		if err := p.spool.append(evs); err != nil {
-			return err
-		}
-		if err := os.Remove(path); err != nil {
-			return err
-		}
-		p.log.Info("usage: adopted an earlier spool", "file", path, "events", len(evs))
 	}
+	return nil
+}
+
+// adopt moves the orphan at path into this process's spool, holding its
+// lock throughout: an edge starting at the same time skips it, and so does
+// one that locks it after it was removed (lockOrphan).
+func (p *Publisher) adopt(path string) error {
+	f, err := lockOrphan(path)
+	if errors.Is(err, errLocked) || errors.Is(err, fs.ErrNotExist) {
+		return nil // a live edge's spool, or adopted by another edge already
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close() // after the removal: that releases the lock
+	evs, _, err := readRecords(f)
+	if err != nil {
+		return err
+	}
+	if err := p.spool.append(evs); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	p.log.Info("usage: adopted an earlier spool", "file", path, "events", len(evs))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"testing"
 	"time"
 
@@ -183,5 +184,51 @@ func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
 	<-done
 	if got := streamSequences(t, js)["edge-old"]; len(got) != 10 {
 		t.Fatalf("replayed %d of 10 events of the earlier process", len(got))
+	}
+}
+
+// An edge started again with the same configured instance: the events of its
+// second run are new events, not copies of the first run's that the stream
+// (by message id) and metering (by instance and sequence) would drop.
+func TestRestartWithAFixedInstanceLosesNoEvent(t *testing.T) {
+	nc, js, ctx := usageBus(t)
+	dir := t.TempDir()
+	const runs, perRun = 2, 10
+	var instances []string
+	for run := range runs {
+		p, err := New(nc, Config{Instance: "edge-a", SpoolDir: dir}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(runCtx) }()
+		for i := range perRun {
+			p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme", Cost: int64(100*run + i)})
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for published, _ := p.Stats(); published < perRun && time.Now().Before(deadline); published, _ = p.Stats() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		instances = append(instances, p.Instance())
+	}
+	stored := 0
+	for _, seqs := range streamSequences(t, js) {
+		stored += len(seqs)
+	}
+	if stored != runs*perRun {
+		t.Fatalf("the stream holds %d of the %d events of %d runs (instances %q)", stored, runs*perRun, runs, instances)
+	}
+	if instances[0] == instances[1] {
+		t.Fatalf("both runs published as %q", instances[0])
+	}
+	for _, in := range instances {
+		if !regexp.MustCompile(`^edge-a-[0-9a-f]{12}$`).MatchString(in) {
+			t.Errorf("instance %q: want the configured name, a dash and random hex", in)
+		}
 	}
 }
