@@ -78,7 +78,7 @@ func WriteOpenAIError(w http.ResponseWriter, status int, typ, code, message stri
 // the offending field in "param", as OpenAI does.
 func WriteRequestError(w http.ResponseWriter, kind Kind, err error) {
 	if kind.Dialect() == Anthropic {
-		WriteAnthropicError(w, http.StatusBadRequest, "", err.Error())
+		writeAnthropicError(w, http.StatusBadRequest, "", "invalid_request", err.Error())
 		return
 	}
 	var re *RequestError
@@ -118,23 +118,36 @@ func writeOpenAIError(w http.ResponseWriter, status int, typ, code, param, messa
 // {"type":"error","error":{"type":...,"message":...}}. An empty typ is
 // AnthropicErrorType(status).
 func WriteAnthropicError(w http.ResponseWriter, status int, typ, message string) {
+	writeAnthropicError(w, status, typ, "", message)
+}
+
+// writeAnthropicError is WriteAnthropicError with Tollgate's code, when
+// there is one, in an extra "code" field of "error":
+// {"type":"error","error":{"type":...,"message":...,"code":...}}. Anthropic
+// sends no such field, and its SDKs ignore fields they do not know.
+func writeAnthropicError(w http.ResponseWriter, status int, typ, code, message string) {
 	if typ == "" {
 		typ = AnthropicErrorType(status)
 	}
-	b := make([]byte, 0, 64+len(message)+len(typ))
+	b := make([]byte, 0, 72+len(message)+len(typ)+len(code))
 	b = append(b, `{"type":"error","error":{"type":`...)
 	b = appendString(b, typ)
 	b = append(b, `,"message":`...)
 	b = appendString(b, message)
+	if code != "" {
+		b = append(b, `,"code":`...)
+		b = appendString(b, code)
+	}
 	b = append(b, "}}\n"...)
 	writeJSON(w, status, b)
 }
 
 // WriteError answers in the dialect of kind, with the type that goes with
-// status. Anthropic's body has no code; the message has to say it all.
+// status and code in the body: OpenAI's "code", or the same extra field in
+// Anthropic's "error" object (left out when code is empty).
 func WriteError(w http.ResponseWriter, kind Kind, status int, code, message string) {
 	if kind.Dialect() == Anthropic {
-		WriteAnthropicError(w, status, "", message)
+		writeAnthropicError(w, status, "", code, message)
 		return
 	}
 	WriteOpenAIError(w, status, "", code, message)

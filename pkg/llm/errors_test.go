@@ -62,11 +62,33 @@ func TestWriteAnthropicError(t *testing.T) {
 	}})
 }
 
+// Anthropic's body carries Tollgate's code in an extra "code" field of
+// "error" (the SDKs ignore fields they do not know), so that revoked,
+// expired and unknown keys, all 401 authentication_error, can be told apart
+// by more than their message.
 func TestWriteError(t *testing.T) {
 	w := httptest.NewRecorder()
 	WriteError(w, Messages, 403, "model_not_allowed", "Model not allowed")
 	assertJSON(t, w, 403, map[string]any{"type": "error", "error": map[string]any{
-		"type": "permission_error", "message": "Model not allowed",
+		"type": "permission_error", "message": "Model not allowed", "code": "model_not_allowed",
+	}})
+	for _, code := range []string{"invalid_api_key", "key_revoked", "key_expired"} {
+		w = httptest.NewRecorder()
+		WriteError(w, Messages, 401, code, "This API key cannot be used.")
+		assertJSON(t, w, 401, map[string]any{"type": "error", "error": map[string]any{
+			"type": "authentication_error", "message": "This API key cannot be used.", "code": code,
+		}})
+	}
+	// No code, no field: Anthropic's own errors have none.
+	w = httptest.NewRecorder()
+	WriteError(w, Messages, 503, "", "Overloaded \"now\"")
+	assertJSON(t, w, 503, map[string]any{"type": "error", "error": map[string]any{
+		"type": "overloaded_error", "message": "Overloaded \"now\"",
+	}})
+	w = httptest.NewRecorder()
+	WriteError(w, Messages, 400, "bad\"code\n", "m")
+	assertJSON(t, w, 400, map[string]any{"type": "error", "error": map[string]any{
+		"type": "invalid_request_error", "message": "m", "code": "bad\"code\n",
 	}})
 	w = httptest.NewRecorder()
 	WriteError(w, Chat, 403, "model_not_allowed", "Model not allowed")
@@ -76,7 +98,7 @@ func TestWriteError(t *testing.T) {
 }
 
 // A refused request body names the field at fault in "param", as OpenAI
-// does; Anthropic's body has no such field.
+// does; Anthropic's body has no such field, but carries the same code.
 func TestWriteRequestError(t *testing.T) {
 	_, err := ParseRequest(Chat, []byte(`{"model":"gpt-4","messages":[],"max_tokens":"x"}`))
 	if err == nil {
@@ -90,7 +112,7 @@ func TestWriteRequestError(t *testing.T) {
 	w = httptest.NewRecorder()
 	WriteRequestError(w, Messages, err)
 	assertJSON(t, w, 400, map[string]any{"type": "error", "error": map[string]any{
-		"type": "invalid_request_error", "message": err.Error(),
+		"type": "invalid_request_error", "message": err.Error(), "code": "invalid_request",
 	}})
 	w = httptest.NewRecorder()
 	WriteRequestError(w, Chat, errors.New("not JSON"))

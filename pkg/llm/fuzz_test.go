@@ -164,6 +164,8 @@ func FuzzStreamMeter(f *testing.F) {
 		"data: {\"choices\":[{\"text\":\"hi\"}]}\r\n\r\ndata: [DONE]\r\n\r\n",
 		"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
 		"data: {\"usage\":{\"prompt_tokens\":1,\n", ": keep-alive\n\nretry: 10\n",
+		// Counters whose sum overflows int64 (Anthropic's input is three of them).
+		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9223372036854775807,\"cache_read_input_tokens\":9223372036854775807,\"output_tokens\":1}}}\n\n",
 	} {
 		for kind := range uint8(4) {
 			f.Add([]byte(s), uint64(len(s)), kind)
@@ -188,6 +190,67 @@ func FuzzStreamMeter(f *testing.F) {
 		if got != want || complete != wantComplete || m.Done() != whole.Done() {
 			t.Fatalf("in chunks: %+v, %v, done %v; whole: %+v, %v, done %v\nstream %q",
 				got, complete, m.Done(), want, wantComplete, whole.Done(), strings.Clone(string(stream)))
+		}
+	})
+}
+
+// usageAnswers are non-streamed upstream answers, as OpenAI's chat,
+// completions and embeddings endpoints and Anthropic's messages send them.
+var usageAnswers = []string{
+	`{"id":"chatcmpl-1","object":"chat.completion","created":1718000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi, \"usage\": {}","refusal":null},"logprobs":null,"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":8,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":4}},"system_fingerprint":"fp_0aa8d3e20b"}`,
+	`{"id":"cmpl-1","object":"text_completion","created":1718000000,"model":"gpt-3.5-turbo-instruct","choices":[{"text":"ok","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`,
+	`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023064255,-0.009327292,1e-3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`,
+	`{"id":"msg_01","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,` +
+		`"usage":{"input_tokens":2095,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,"output_tokens":503}}`,
+	`{"usage":{"total_tokens":3}}`,
+	`{"usage":{"prompt_tokens":5,"total_tokens":12}}`,
+	`{"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":9223372036854775807,"cache_read_input_tokens":1,"output_tokens":9223372036854775807}}`,
+	`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807,"total_tokens":1}}`,
+	`{"usage":{"prompt_tokens":-1,"completion_tokens":1.5,"total_tokens":"2","prompt_tokens_details":null}}`,
+	`{"usage":{"prompt_tokens":null,"completion_tokens":null}}`,
+	`{"usage":{"prompt\u005ftokens":1,"completion_tokens":2},"usage":{"input_tokens":3}}`,
+	`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`,
+	`{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`,
+	`{"usage":null}`, `[]`, `null`, ``, `{`, `{"usage":{`, `{"usage":{"prompt_tokens":5,"completion_tokens":6}`,
+}
+
+// FuzzParseUsage feeds arbitrary bytes to ParseUsage as the answer of each
+// kind: it never panics, reads no negative count, accepts only valid JSON,
+// and returns the zero Usage when it returns !ok.
+func FuzzParseUsage(f *testing.F) {
+	for _, s := range usageAnswers {
+		f.Add([]byte(s), uint8(0))
+		// Truncated and garbled variants of the real answers.
+		for _, cut := range []int{len(s) / 2, len(s) - 1, len(s) - 2} {
+			if cut > 0 && cut < len(s) {
+				f.Add([]byte(s[:cut]), uint8(1))
+			}
+		}
+		if i := strings.Index(s, `"usage"`); i >= 0 {
+			f.Add([]byte(s[:i]+`"usage":{"prompt_tokens":1e3,`+s[i+8:]), uint8(2))
+			f.Add([]byte(s[i:]), uint8(3))
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte, _ uint8) {
+		in := bytes.Clone(body)
+		for _, kind := range []Kind{Other, Chat, Completions, Embeddings, Messages, Messages + 1} {
+			u, ok := ParseUsage(kind, body)
+			if !bytes.Equal(in, body) {
+				t.Fatal("ParseUsage changed its input")
+			}
+			if !ok {
+				if u != (Usage{}) {
+					t.Fatalf("%v: !ok with %+v", kind, u)
+				}
+				continue
+			}
+			if u.InputTokens < 0 || u.OutputTokens < 0 || u.CacheReadTokens < 0 || u.CacheWriteTokens < 0 || u.TotalTokens() < 0 || u.Estimated {
+				t.Fatalf("%v: %q: %+v", kind, body, u)
+			}
+			if !json.Valid(body) {
+				t.Fatalf("%v: usage %+v read from invalid JSON %q", kind, u, body)
+			}
 		}
 	})
 }

@@ -1,5 +1,7 @@
 package llm
 
+import "math"
+
 // Usage is what one request consumed, in the terms the edge prices.
 type Usage struct {
 	// InputTokens counts every input token the provider processed, cached
@@ -19,7 +21,21 @@ type Usage struct {
 }
 
 // TotalTokens is input plus output, what a TOKENS limit counts.
-func (u Usage) TotalTokens() int64 { return u.InputTokens + u.OutputTokens }
+func (u Usage) TotalTokens() int64 { return addSat(u.InputTokens, u.OutputTokens) }
+
+// addSat is a+b, held at the int64 bounds instead of wrapping: an upstream
+// that reports absurd counts must not turn them into negative ones (a
+// negative usage would be priced as a credit).
+func addSat(a, b int64) int64 {
+	s := a + b
+	if (s < a) != (b < 0) {
+		if b < 0 {
+			return math.MinInt64
+		}
+		return math.MaxInt64
+	}
+	return s
+}
 
 // The counters a usage object may carry, under either dialect's names.
 const (
@@ -123,7 +139,7 @@ func (r *report) input(kind Kind) (u Usage, ok bool) {
 		u.InputTokens = r.v[cPrompt]
 		u.CacheReadTokens = r.v[cCached]
 	case r.seen(cInput):
-		u.InputTokens = r.v[cInput] + r.v[cCacheWrite] + r.v[cCacheRead]
+		u.InputTokens = addSat(addSat(r.v[cInput], r.v[cCacheWrite]), r.v[cCacheRead])
 		u.CacheReadTokens = r.v[cCacheRead]
 		u.CacheWriteTokens = r.v[cCacheWrite]
 	case kind == Embeddings && r.seen(cTotal):
@@ -175,4 +191,17 @@ func ParseUsage(kind Kind, body []byte) (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	return r.usage(kind)
+}
+
+// EstimateOutput stands in for the output count of a non-streamed answer
+// that reports none (or was cut off): its generated text, found as in a
+// stream (content, text, tool arguments, refusals, reasoning), at four bytes
+// a token. A cut-off or malformed body counts what it holds up to the break.
+// Embeddings have no output.
+func EstimateOutput(kind Kind, body []byte) int64 {
+	if kind == Embeddings {
+		return 0
+	}
+	s := scanner{data: body}
+	return ceilDiv(s.generated(false), bytesPerToken)
 }

@@ -1,6 +1,10 @@
 package llm
 
-import "testing"
+import (
+	"math"
+	"strings"
+	"testing"
+)
 
 func TestParseUsage(t *testing.T) {
 	tests := []struct {
@@ -23,6 +27,8 @@ func TestParseUsage(t *testing.T) {
 			Usage{InputTokens: 3195, OutputTokens: 503, CacheReadTokens: 1000, CacheWriteTokens: 100}, true},
 		{"total instead of completion", Chat, `{"usage":{"prompt_tokens":5,"total_tokens":12}}`, Usage{InputTokens: 5, OutputTokens: 7}, true},
 		{"anthropic names on openai path", Chat, `{"usage":{"input_tokens":5,"output_tokens":6}}`, Usage{InputTokens: 5, OutputTokens: 6}, true},
+		{"anthropic counts that overflow saturate", Messages, `{"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":2,"cache_read_input_tokens":3,"output_tokens":1}}`,
+			Usage{InputTokens: math.MaxInt64, OutputTokens: 1, CacheReadTokens: 3, CacheWriteTokens: 2}, true},
 		{"no usage", Chat, `{"choices":[]}`, Usage{}, false},
 		{"null usage", Chat, `{"usage":null}`, Usage{}, false},
 		{"no output", Chat, `{"usage":{"prompt_tokens":5}}`, Usage{}, false},
@@ -37,5 +43,41 @@ func TestParseUsage(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("%s: ParseUsage = %+v, %v; want %+v, %v", tt.name, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+func TestEstimateOutput(t *testing.T) {
+	chat := `{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"0123456789abcdef"},"finish_reason":"stop"}]}`
+	tests := []struct {
+		name string
+		kind Kind
+		body string
+		want int64
+	}{
+		{"chat", Chat, chat, 4},
+		{"chat with a tool call", Chat, `{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{\"city\":\"Paris\"}"}}]}}]}`, 5},
+		{"completions", Completions, `{"object":"text_completion","choices":[{"text":"0123456789","index":0}]}`, 3},
+		{"anthropic", Messages, `{"type":"message","role":"assistant","content":[{"type":"text","text":"0123456789abcdef0123"},{"type":"text","text":"4567"}],"stop_reason":"end_turn"}`, 6},
+		{"embeddings", Embeddings, `{"object":"list","data":[{"embedding":[0.1,0.2]}]}`, 0},
+		{"cut off after the text", Chat, chat[:strings.Index(chat, `,"finish_reason"`)], 4},
+		{"cut off inside the text", Chat, chat[:strings.Index(chat, "abc")], 0},
+		{"not json", Chat, `<html>bad gateway</html>`, 0},
+		{"empty", Chat, ``, 0},
+	}
+	for _, tt := range tests {
+		if got := EstimateOutput(tt.kind, []byte(tt.body)); got != tt.want {
+			t.Errorf("%s: EstimateOutput = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestTotalTokensSaturates(t *testing.T) {
+	for _, u := range []Usage{{InputTokens: math.MaxInt64, OutputTokens: math.MaxInt64}, {InputTokens: 1, OutputTokens: math.MaxInt64}} {
+		if got := u.TotalTokens(); got != math.MaxInt64 {
+			t.Errorf("%+v: TotalTokens() = %d, want %d", u, got, int64(math.MaxInt64))
+		}
+	}
+	if got := (Usage{InputTokens: 19, OutputTokens: 10}).TotalTokens(); got != 29 {
+		t.Errorf("TotalTokens() = %d, want 29", got)
 	}
 }

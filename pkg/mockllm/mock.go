@@ -181,7 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind := llm.KindOf(r.Method, r.URL.Path)
 	ctl, err := h.controls(r)
 	if err != nil {
-		llm.WriteError(w, kind, http.StatusBadRequest, "invalid_mock_header", strings.ReplaceAll(err.Error(), "\n", "; "))
+		providerError(w, kind, http.StatusBadRequest, "invalid_mock_header", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
 	}
 
@@ -209,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ctl.status >= 400:
 		writeStatus(w, kind, ctl.status)
 	case size > h.opts.MaxBodyBytes:
-		llm.WriteError(w, kind, http.StatusRequestEntityTooLarge, "request_too_large",
+		providerError(w, kind, http.StatusRequestEntityTooLarge, "request_too_large",
 			"the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
 	case kind != llm.Other:
 		h.serveLLM(w, r, kind, body, ctl)
@@ -224,6 +224,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// providerError answers an error in the provider's own shape: OpenAI's with
+// its code, Anthropic's without one (llm.WriteError adds Tollgate's code to
+// Anthropic-style errors; a provider does not).
+func providerError(w http.ResponseWriter, kind llm.Kind, status int, code, msg string) {
+	if kind.Dialect() == llm.Anthropic {
+		llm.WriteAnthropicError(w, status, "", msg)
+		return
+	}
+	llm.WriteError(w, kind, status, code, msg)
+}
+
 // writeStatus answers an X-Mock-Status error the way the provider would.
 func writeStatus(w http.ResponseWriter, kind llm.Kind, status int) {
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable || status == 529 {
@@ -234,7 +245,7 @@ func writeStatus(w http.ResponseWriter, kind llm.Kind, status int) {
 	if status == http.StatusTooManyRequests {
 		code = "rate_limit_exceeded"
 	}
-	llm.WriteError(w, kind, status, code, msg)
+	providerError(w, kind, status, code, msg)
 }
 
 // sleep is waitFor; a variable so that a test can see where a stream waits

@@ -1,19 +1,23 @@
 package edge
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/testenv"
 )
 
-// load sends requests from a few goroutines until stop is closed and counts
-// the answers by status.
-func load(t *testing.T, url, secret string, stop <-chan struct{}, onAnswer func(status int, at time.Time)) *sync.WaitGroup {
+// load sends requests from a few goroutines until stop is closed and reports
+// each answer's status and body.
+func load(t *testing.T, url, secret string, stop <-chan struct{}, onAnswer func(status int, body string, at time.Time)) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -25,63 +29,82 @@ func load(t *testing.T, url, secret string, stop <-chan struct{}, onAnswer func(
 					return
 				default:
 				}
-				res, _ := do(t, url, "POST", "/v1/chat/completions", secret, chatBody)
-				onAnswer(res.StatusCode, time.Now())
+				res, body := do(t, url, "POST", "/v1/chat/completions", secret, chatBody)
+				onAnswer(res.StatusCode, body, time.Now())
 			}
 		}()
 	}
 	return &wg
 }
 
-// A key revoked while two edges serve it under load stops working at both
-// within one second.
-func TestRevocationReachesEveryEdgeWithinASecond(t *testing.T) {
-	w := newWorld(t)
-	edges := []*testEdge{w.edge(nil), w.edge(nil)}
-	secret, k := w.key(nil)
-	for _, e := range edges {
-		waitFor(t, "key at each edge", func() bool { return e.keys.Len() == 1 })
+// A key revoked or changed while two edges serve it under load is refused as
+// the change says at both within one second (DESIGN.md section 5).
+func TestKeyChangesReachEveryEdgeWithinASecond(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(now time.Time, cur *eventsv1.Key) (*eventsv1.KeyEvent, error)
+		status int
+		code   string
+	}{
+		{"revoked", func(now time.Time, cur *eventsv1.Key) (*eventsv1.KeyEvent, error) {
+			return keys.Revoke(now, "t", cur)
+		}, 401, "key_revoked"},
+		{"models restricted", func(now time.Time, cur *eventsv1.Key) (*eventsv1.KeyEvent, error) {
+			next := proto.CloneOf(cur)
+			next.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"gpt-3.5-turbo"}}
+			return keys.Update(now, "t", cur, next, []string{"models"})
+		}, 403, "model_not_allowed"},
 	}
-	stop := make(chan struct{})
-	var mu sync.Mutex
-	lastOK := map[int]time.Time{}
-	firstRevoked := map[int]time.Time{}
-	var served atomic.Int64
-	var groups []*sync.WaitGroup
-	for i, e := range edges {
-		groups = append(groups, load(t, e.url, secret, stop, func(status int, at time.Time) {
-			mu.Lock()
-			defer mu.Unlock()
-			switch status {
-			case 200:
-				lastOK[i] = at
-				served.Add(1)
-			case 401:
-				if firstRevoked[i].IsZero() {
-					firstRevoked[i] = at
-				}
-			default:
-				t.Errorf("edge %d: status %d", i, status)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			edges := []*testEdge{w.edge(nil), w.edge(nil)}
+			secret, k := w.key(nil)
+			for _, e := range edges {
+				waitFor(t, "key at each edge", func() bool { return e.keys.Len() == 1 })
 			}
-		}))
-	}
-	waitFor(t, "load on both edges", func() bool { return served.Load() > 100 })
-	revokedAt := time.Now()
-	w.change(k, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) { return keys.Revoke(revokedAt, "t", cur) })
-	time.Sleep(1500 * time.Millisecond)
-	close(stop)
-	for _, g := range groups {
-		g.Wait()
-	}
-	for i := range edges {
-		if firstRevoked[i].IsZero() {
-			t.Fatalf("edge %d still served the revoked key", i)
-		}
-		if d := lastOK[i].Sub(revokedAt); d > time.Second {
-			t.Fatalf("edge %d served the key %v after it was revoked", i, d)
-		}
-		t.Logf("edge %d: last success %v after the revocation was appended, first refusal after %v", i,
-			lastOK[i].Sub(revokedAt).Round(time.Millisecond), firstRevoked[i].Sub(revokedAt).Round(time.Millisecond))
+			stop := make(chan struct{})
+			var mu sync.Mutex
+			lastOK := map[int]time.Time{}
+			firstRefused := map[int]time.Time{}
+			var served atomic.Int64
+			var groups []*sync.WaitGroup
+			for i, e := range edges {
+				groups = append(groups, load(t, e.url, secret, stop, func(status int, body string, at time.Time) {
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case status == 200:
+						lastOK[i] = at
+						served.Add(1)
+					case status == tt.status && strings.Contains(body, `"code":"`+tt.code+`"`):
+						if firstRefused[i].IsZero() {
+							firstRefused[i] = at
+						}
+					default:
+						t.Errorf("edge %d: %d %s, want 200 or %d %s", i, status, body, tt.status, tt.code)
+					}
+				}))
+			}
+			waitFor(t, "load on both edges", func() bool { return served.Load() > 100 })
+			changedAt := time.Now()
+			w.change(k, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) { return tt.change(changedAt, cur) })
+			time.Sleep(1500 * time.Millisecond)
+			close(stop)
+			for _, g := range groups {
+				g.Wait()
+			}
+			for i := range edges {
+				if firstRefused[i].IsZero() {
+					t.Fatalf("edge %d never refused the key after the change", i)
+				}
+				if d := lastOK[i].Sub(changedAt); d > time.Second {
+					t.Fatalf("edge %d served the key as before %v after the change", i, d)
+				}
+				t.Logf("edge %d: last success %v after the change was appended, first refusal after %v", i,
+					lastOK[i].Sub(changedAt).Round(time.Millisecond), firstRefused[i].Sub(changedAt).Round(time.Millisecond))
+			}
+		})
 	}
 }
 
@@ -96,7 +119,7 @@ func TestBusOutageLosesNoUsageEvent(t *testing.T) {
 
 	stop := make(chan struct{})
 	var ok, failed atomic.Int64
-	g := load(t, e.url, secret, stop, func(status int, _ time.Time) {
+	g := load(t, e.url, secret, stop, func(status int, _ string, _ time.Time) {
 		if status == 200 {
 			ok.Add(1)
 		} else {
@@ -125,10 +148,21 @@ func TestBusOutageLosesNoUsageEvent(t *testing.T) {
 		pub, _ := e.usage.Stats()
 		return int64(pub) >= total
 	})
+	// One key, so one partition: each sequence's first copy in the stream
+	// must come after every smaller one's (spooled events are replayed in
+	// order; a copy of an event already stored may come again, harmlessly).
 	evs := w.usageEvents()
 	seen := map[uint64]bool{}
+	var highest uint64
 	for _, ev := range evs {
-		seen[ev.GetSequence()] = true
+		seq := ev.GetSequence()
+		if seen[seq] {
+			continue
+		}
+		if seq < highest {
+			t.Fatalf("usage event %d was stored after event %d: the replay is out of order", seq, highest)
+		}
+		seen[seq], highest = true, seq
 	}
 	for seq := uint64(1); seq <= uint64(total); seq++ {
 		if !seen[seq] {
@@ -137,4 +171,102 @@ func TestBusOutageLosesNoUsageEvent(t *testing.T) {
 	}
 	_, spooled := e.usage.Stats()
 	t.Logf("%d requests, %d served while the bus was down, %d events spooled, %d stored (%d distinct)", total, servedWhileDown, spooled, len(evs), len(seen))
+}
+
+// The catalog reaches a running edge through the CATALOG bucket: a new
+// price, a new model and a deleted service apply without a restart.
+func TestCatalogChangesApplyWithoutRestart(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	ctx := ctxT(t)
+	published := func() uint64 { p, _ := e.usage.Stats(); return p }
+	request := func(body string) (int, *eventsv1.UsageEvent) {
+		t.Helper()
+		before := published()
+		res, text := do(t, e.url, "POST", "/v1/chat/completions", secret, body)
+		if res.StatusCode != 200 {
+			return res.StatusCode, nil
+		}
+		waitFor(t, "the usage event", func() bool { return published() > before })
+		evs := w.usageEvents()
+		if len(evs) == 0 {
+			t.Fatalf("no usage event after %s", text)
+		}
+		return res.StatusCode, evs[len(evs)-1]
+	}
+
+	svc := &eventsv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: w.upstream.URL}
+	_, before := request(chatBody)
+	newPrice := &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 3e9, OutputPricePerMillion: 6e9, MaxOutputTokens: 8192}
+	if err := w.catalog.PutModel(ctx, newPrice); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new price at the edge", func() bool {
+		m, _, _ := e.catalog.Snapshot().Model("gpt-4")
+		return m.GetInputPricePerMillion() == 3e9
+	})
+	_, after := request(chatBody)
+	if want := catalog.Cost(svc, newPrice, after.GetInputTokens(), after.GetOutputTokens()); after.GetCost() != want || want == before.GetCost() {
+		t.Fatalf("cost after the price change %d, want %d (before the change %d)", after.GetCost(), want, before.GetCost())
+	}
+
+	mini := strings.Replace(chatBody, "gpt-4", "gpt-4o-mini", 1)
+	if status, _ := request(mini); status != 404 {
+		t.Fatalf("gpt-4o-mini before it is in the catalog: %d, want 404", status)
+	}
+	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-4o-mini", Service: "acme/openai", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new model served", func() bool {
+		res, _ := do(t, e.url, "POST", "/v1/chat/completions", secret, mini)
+		return res.StatusCode == 200
+	})
+
+	if err := w.catalog.Delete(ctx, catalog.ServiceKey("acme/openai")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted service's models refused", func() bool {
+		res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+		return res.StatusCode == 404 && strings.Contains(body, "model_not_found")
+	})
+}
+
+// With --fail-closed the edge refuses requests it could not meter while the
+// bus is away (503, nothing sent upstream), and serves again once it is back.
+func TestFailClosedRefusesWhileTheBusIsAway(t *testing.T) {
+	h := testenv.NATSRestartable(t)
+	w := newWorldOn(t, h.URL())
+	e := w.edge(func(c *Config) { c.FailClosed = true })
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	if res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody); res.StatusCode != 200 {
+		t.Fatalf("with the bus up: %d %s", res.StatusCode, body)
+	}
+	h.Shutdown()
+	waitFor(t, "the edge to notice the bus is away", func() bool { return !e.busUp() })
+	calls := w.calls.Load()
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+	if res.StatusCode != 503 || !strings.Contains(body, `"code":"bus_unavailable"`) {
+		t.Fatalf("with the bus away: %d %s, want 503 bus_unavailable", res.StatusCode, body)
+	}
+	if n := w.calls.Load() - calls; n != 0 {
+		t.Fatalf("a refused request reached the upstream %d times", n)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the edge to serve again", func() bool {
+		res, _ := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+		return res.StatusCode == 200
+	})
+	published, spooled := e.usage.Stats()
+	if spooled != 0 {
+		t.Fatalf("%d events spooled: the refused request must not be metered", spooled)
+	}
+	waitFor(t, "both served requests' events", func() bool { p, _ := e.usage.Stats(); return p >= 2 })
+	if evs := w.usageEvents(); len(evs) != 2 {
+		t.Fatalf("%d usage events (published %d), want the 2 served requests'", len(evs), published)
+	}
 }

@@ -23,7 +23,17 @@ import (
 
 // authenticate finds the key; unknown, revoked and expired keys get 401 with
 // codes that tell them apart.
+//
+// Until the keys and the catalog are loaded (just after a start, or while the
+// bus has not been reached yet) it answers 503 with Retry-After instead: a
+// valid key must not be told it is invalid because this edge has not read it
+// yet.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, kind llm.Kind, now time.Time) (*keyring.Entry, bool) {
+	if !s.loaded() {
+		w.Header().Set("Retry-After", "1")
+		llm.WriteError(w, kind, http.StatusServiceUnavailable, "not_ready", "This Tollgate edge is still loading its keys and catalog; try again in a moment.")
+		return nil, false
+	}
 	secret := auth.Token(r.Header)
 	e, verdict := s.keys.Lookup(secret, now)
 	switch verdict {

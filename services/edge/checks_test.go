@@ -1,9 +1,11 @@
 package edge
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,9 @@ func TestChecksRefuseBeforeUpstream(t *testing.T) {
 	onlyGPT35, _ := w.key(func(k *eventsv1.Key) {
 		k.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"gpt-3.5-turbo"}}
 	})
+	upperGPT4, _ := w.key(func(k *eventsv1.Key) {
+		k.Models = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_SELECTED, Names: []string{"GPT-4"}}
+	})
 	noServices, _ := w.key(func(k *eventsv1.Key) {
 		k.Services = &eventsv1.Filter{Mode: eventsv1.FilterMode_FILTER_MODE_NONE}
 	})
@@ -43,7 +48,7 @@ func TestChecksRefuseBeforeUpstream(t *testing.T) {
 	})
 	waitFor(t, "key changes at the edge", func() bool {
 		_, v := e.keys.Lookup(revokedSecret, time.Now())
-		return v != 0 && e.keys.Len() == 7
+		return v != 0 && e.keys.Len() == 8
 	})
 	time.Sleep(60 * time.Millisecond) // let the expiring key expire
 
@@ -63,13 +68,19 @@ func TestChecksRefuseBeforeUpstream(t *testing.T) {
 		{"too large by length", "/v1/chat/completions", small, big, 413, "request_too_large", "64 bytes", false},
 		{"too large chunked", "/v1/chat/completions", small, big, 413, "request_too_large", "64 bytes", true},
 		{"model filter", "/v1/chat/completions", onlyGPT35, chatBody, 403, "model_not_allowed", "Model not allowed", false},
-		{"model filter is case-sensitive", "/v1/chat/completions", onlyGPT35, strings.Replace(chatBody, "gpt-4", "GPT-3.5-turbo", 1), 404, "model_not_found", "GPT-3.5-turbo", false},
+		{"model filter is case-sensitive", "/v1/chat/completions", onlyGPT35, strings.Replace(chatBody, "gpt-4", "GPT-3.5-turbo", 1), 403, "model_not_allowed", "Model not allowed", false},
+		{"model filter names compare exactly", "/v1/chat/completions", upperGPT4, chatBody, 403, "model_not_allowed", "Model not allowed", false},
+		// A key limited to some models learns nothing about the others:
+		// not whether they exist, nor which endpoint serves them.
+		{"model filter before the catalog", "/v1/chat/completions", onlyGPT35, strings.Replace(chatBody, "gpt-4", "gpt-9", 1), 403, "model_not_allowed", "Model not allowed", false},
+		{"model filter before the endpoint", "/v1/messages", onlyGPT35, `{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 403, "model_not_allowed", "Model not allowed", false},
 		{"service filter", "/v1/chat/completions", noServices, chatBody, 403, "service_not_allowed", "Service not allowed", false},
+		{"service filter before the catalog", "/v1/services/acme/nope/x", noServices, "", 403, "service_not_allowed", "Service not allowed", false},
 		{"malformed json", "/v1/chat/completions", predict, `{"model":`, 400, "invalid_request", "JSON", false},
 		{"no model", "/v1/chat/completions", predict, `{"messages":[]}`, 400, "invalid_request", "model", false},
 		{"unknown model", "/v1/chat/completions", predict, strings.Replace(chatBody, "gpt-4", "gpt-9", 1), 404, "model_not_found", "gpt-9", false},
-		{"wrong endpoint", "/v1/messages", predict, `{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "", "/v1/chat/completions", false},
-		{"anthropic without max_tokens", "/v1/messages", predict, `{"model":"claude-3-opus","messages":[]}`, 400, "", "max_tokens", false},
+		{"wrong endpoint", "/v1/messages", predict, `{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "wrong_endpoint", "/v1/chat/completions", false},
+		{"anthropic without max_tokens", "/v1/messages", predict, `{"model":"claude-3-opus","messages":[]}`, 400, "invalid_request", "max_tokens", false},
 		{"enclava path", "/api/v1/chat/completions", "en_nope", chatBody, 401, "invalid_api_key", "", false},
 	}
 	for _, tt := range tests {
@@ -198,5 +209,51 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { setRateLimitHeaders(h, set, now) }); n != 2 {
 		t.Errorf("%v allocations per call, want 2 (the values' string and their slices)", n)
+	}
+}
+
+// An edge that has not read its keys and catalog yet answers 503 with
+// Retry-After, not 401: a valid key must not be told it is invalid.
+func TestNotReadyBeforeKeysAndCatalogAreLoaded(t *testing.T) {
+	w := newWorld(t)
+	secret, _ := w.key(nil)
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.NATSURL, cfg.Pepper, cfg.SpoolDir = "127.0.0.1:0", w.natsURL, testPepper, t.TempDir()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	s, err := New(ctx, cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(path, body string) *httptest.ResponseRecorder {
+		method := http.MethodPost
+		if body == "" {
+			method = http.MethodGet
+		}
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	// New does not read the bus; Run does.
+	for _, tt := range []struct{ path, body string }{
+		{"/v1/chat/completions", chatBody},
+		{"/v1/messages", `{"model":"claude-3-opus","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/models", ""},
+		{"/v1/services/acme/echo/x", ""},
+	} {
+		rec := serve(tt.path, tt.body)
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), "still loading") {
+			t.Errorf("%s before loading: %d, Retry-After %q, %s; want 503, 1, still loading", tt.path, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec := serve("/v1/chat/completions", chatBody); rec.Code != http.StatusOK {
+		t.Fatalf("once loaded: %d %s, want 200", rec.Code, rec.Body)
 	}
 }

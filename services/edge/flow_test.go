@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -189,6 +190,40 @@ func TestAbandonedAndBrokenStreamsAreStillMetered(t *testing.T) {
 	ev = w.waitEvents(t, 3)[2]
 	if ev.GetStatus() != 429 || ev.GetCost() != 0 {
 		t.Fatalf("upstream error event: %v", ev)
+	}
+}
+
+// A buffered answer that reports no usage is metered from its text; one
+// that breaks off upstream reaches the client as a 502 error (not a cut-off
+// body under 200) and is metered, estimated, like a broken stream.
+func TestBufferedAnswersWithoutUsageAreEstimated(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	price := func(in, out int64) int64 { return catalog.Cost(&eventsv1.Service{}, gpt4(), in, out) }
+
+	res, full := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody, "X-Mock-Omit-Usage", "1")
+	if res.StatusCode != 200 || strings.Contains(full, `"usage"`) {
+		t.Fatalf("without usage: %d %s", res.StatusCode, full)
+	}
+	ev := w.waitEvents(t, 1)[0]
+	wantOut := llm.EstimateOutput(llm.Chat, []byte(full))
+	if ev.GetStatus() != 200 || !ev.GetEstimated() || ev.GetInputTokens() <= 0 || wantOut <= 0 || ev.GetOutputTokens() != wantOut ||
+		ev.GetCost() != price(ev.GetInputTokens(), wantOut) {
+		t.Fatalf("answer without usage: %v; want estimated, %d output tokens, priced", ev, wantOut)
+	}
+
+	// Cut off a few bytes before its end, after the generated text.
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody,
+		"X-Mock-Omit-Usage", "1", "X-Mock-Break-After", strconv.Itoa(len(full)-3))
+	if res.StatusCode != 502 || !strings.Contains(body, `"code":"upstream_error"`) || !strings.Contains(body, "broke off") {
+		t.Fatalf("broken answer: %d %s; want 502 upstream_error", res.StatusCode, body)
+	}
+	ev = w.waitEvents(t, 2)[1]
+	if ev.GetStatus() != 502 || !ev.GetEstimated() || ev.GetOutputTokens() != wantOut ||
+		ev.GetCost() != price(ev.GetInputTokens(), wantOut) {
+		t.Fatalf("broken answer's event: %v; want 502, estimated, %d output tokens, priced", ev, wantOut)
 	}
 }
 

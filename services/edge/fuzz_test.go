@@ -250,7 +250,7 @@ func fuzzEdge(f *testing.F, kind llm.Kind, path string, seeds ...string) {
 				// The edge refused by itself: it must be the refusal the
 				// checks' order makes the first one to apply.
 				if want, code := expectRefusal(auth, mode, received, req.ContentLength, kind); want != 0 &&
-					(res.StatusCode != want || code != "" && kind != llm.Messages && e.code != code) {
+					(res.StatusCode != want || code != "" && e.code != code) {
 					t.Fatalf("want %d %s: %s", want, code, describe())
 				}
 			}
@@ -288,7 +288,8 @@ type errorBody struct{ typ, message, code string }
 
 // checkErrorBody checks that an error answer is JSON in the endpoint's
 // dialect: {"error":{"message","type","param","code"}} for OpenAI's,
-// {"type":"error","error":{"type","message"}} for Anthropic's.
+// {"type":"error","error":{"type","message"}} for Anthropic's (with
+// Tollgate's "code" when the edge refused by itself).
 func checkErrorBody(t *testing.T, kind llm.Kind, res *http.Response, got []byte, describe func() string) errorBody {
 	t.Helper()
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
@@ -308,7 +309,8 @@ func checkErrorBody(t *testing.T, kind llm.Kind, res *http.Response, got []byte,
 		t.Fatalf("error without type or message: %s", describe())
 	}
 	if kind == llm.Messages {
-		if len(top) != 2 || string(top["type"]) != `"error"` || len(inner) != 2 {
+		// Anthropic's type and message, and Tollgate's code when it has one.
+		if _, hasCode := inner["code"]; len(top) != 2 || string(top["type"]) != `"error"` || len(inner) != 2 && !(len(inner) == 3 && hasCode) {
 			t.Fatalf("not Anthropic's error shape: %s", describe())
 		}
 		return e

@@ -59,22 +59,8 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 			llm.WriteRequestError(w, kind, err)
 			return
 		}
-		model, svc, ok := s.catalog.Snapshot().Model(req.Model)
+		model, svc, ok := s.checkModel(w, kind, e, req.Model)
 		if !ok {
-			llm.WriteError(w, kind, http.StatusNotFound, "model_not_found", fmt.Sprintf("The model `%s` does not exist or is not served here.", req.Model))
-			return
-		}
-		if want := adapterFor(kind); svc.GetAdapter() != want {
-			llm.WriteError(w, kind, http.StatusBadRequest, "wrong_endpoint", fmt.Sprintf("The model `%s` is served by an %s-compatible service; call it through %s.",
-				req.Model, strings.ToLower(strings.TrimPrefix(svc.GetAdapter().String(), "ADAPTER_")), endpointFor(svc.GetAdapter())))
-			return
-		}
-		if !keys.Allows(e.Key.GetServices(), svc.GetId()) {
-			llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
-			return
-		}
-		if !keys.Allows(e.Key.GetModels(), req.Model) {
-			llm.WriteError(w, kind, http.StatusForbidden, "model_not_allowed", "Model not allowed")
 			return
 		}
 		if !s.available(w, kind) {
@@ -118,7 +104,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 		out.status = status
 	}
 	u := out.usage
-	if !out.usageKnown && (out.status < 400 || out.status == 499) && c.kind != llm.Other {
+	if !out.usageKnown && (out.status < 400 || out.status == 499 || out.broken) && c.kind != llm.Other {
 		u.InputTokens = max(u.InputTokens, c.inputEst)
 		u.Estimated = true
 	}
@@ -143,6 +129,29 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	st.Limits.Settle(res, actual, now)
 	st.Spent(s.usage.Publish(ev), now, actual)
 	st.Mu.Unlock()
+}
+
+// checkModel finds the model a request names and applies the key's service
+// and model filters (DESIGN.md section 5, step 4) before anything that would
+// tell a key about models it may not use: a key limited to some models gets
+// "Model not allowed" for any other name, whether the catalog has it or not,
+// and never learns which adapter serves it.
+func (s *Server) checkModel(w http.ResponseWriter, kind llm.Kind, e *keyring.Entry, name string) (*eventsv1.Model, *eventsv1.Service, bool) {
+	model, svc, found := s.catalog.Snapshot().Model(name)
+	switch {
+	case found && !keys.Allows(e.Key.GetServices(), svc.GetId()):
+		llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
+	case !keys.Allows(e.Key.GetModels(), name):
+		llm.WriteError(w, kind, http.StatusForbidden, "model_not_allowed", "Model not allowed")
+	case !found:
+		llm.WriteError(w, kind, http.StatusNotFound, "model_not_found", fmt.Sprintf("The model `%s` does not exist or is not served here.", name))
+	case svc.GetAdapter() != adapterFor(kind):
+		llm.WriteError(w, kind, http.StatusBadRequest, "wrong_endpoint", fmt.Sprintf("The model `%s` is served by an %s-compatible service; call it through %s.",
+			name, strings.ToLower(strings.TrimPrefix(svc.GetAdapter().String(), "ADAPTER_")), endpointFor(svc.GetAdapter())))
+	default:
+		return model, svc, true
+	}
+	return nil, nil, false
 }
 
 func adapterFor(kind llm.Kind) eventsv1.Adapter {
@@ -219,13 +228,14 @@ func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("account") + "/" + r.PathValue("service")
+	// The filter first: a key limited to some services learns nothing about others.
+	if !keys.Allows(e.Key.GetServices(), id) {
+		llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
+		return
+	}
 	svc, ok := s.catalog.Snapshot().Services[id]
 	if !ok || svc.GetAdapter() != eventsv1.Adapter_ADAPTER_HTTP {
 		llm.WriteError(w, kind, http.StatusNotFound, "service_not_found", fmt.Sprintf("No service %s is registered here.", id))
-		return
-	}
-	if !keys.Allows(e.Key.GetServices(), id) {
-		llm.WriteError(w, kind, http.StatusForbidden, "service_not_allowed", "Service not allowed")
 		return
 	}
 	if !s.available(w, kind) {
@@ -255,6 +265,7 @@ func requestCost(c *call, model *eventsv1.Model, out outcome, u llm.Usage, err e
 		}
 		return c.svc.GetRequestPrice()
 	case out.status == 499: // the client hung up: charge what passed (estimated)
+	case out.broken: // the upstream broke off: likewise
 	case out.status >= 400 && !out.usageKnown:
 		return 0
 	}

@@ -37,6 +37,7 @@ type world struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	keyLog   *bus.KeyLog
+	catalog  *catalog.Store
 	hasher   *keys.Hasher
 	upstream *httptest.Server
 	mock     *mockllm.Handler
@@ -77,6 +78,7 @@ func newWorldOn(t *testing.T, natsURL string) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.catalog = store
 	for _, s := range []*eventsv1.Service{
 		{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: w.upstream.URL},
 		{Id: "acme/anthropic", Adapter: eventsv1.Adapter_ADAPTER_ANTHROPIC, BaseUrl: w.upstream.URL},

@@ -36,6 +36,9 @@ type outcome struct {
 	usageKnown    bool
 	responseBytes int64
 	streamed      bool
+	// broken: a buffered answer broke off upstream; the client got a 502,
+	// and what passed is charged, estimated.
+	broken bool
 }
 
 // errUpstream marks a failure to reach the upstream (502).
@@ -75,14 +78,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 	}
 	defer res.Body.Close()
 
-	h := w.Header()
-	for name, v := range res.Header {
-		if !droppedResponseHeader(name) {
-			h[name] = v
-		}
-	}
 	out := outcome{status: res.StatusCode}
 	if isEventStream(res.Header.Get("Content-Type")) {
+		copyResponseHeaders(w.Header(), res.Header)
 		out.streamed = true
 		err = s.copyStream(ctx, w, res, c, &out)
 		return out, err
@@ -99,7 +97,19 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 	}
 	if c.kind != llm.Other {
 		out.usage, out.usageKnown = llm.ParseUsage(c.kind, body)
+		if !out.usageKnown {
+			out.usage.OutputTokens = llm.EstimateOutput(c.kind, body)
+		}
 	}
+	if err != nil {
+		// The upstream broke off mid-answer: the client gets an error, not a
+		// cut-off body under a success status; what the upstream generated
+		// before the break is metered, estimated, as for a broken stream.
+		out.status, out.broken = http.StatusBadGateway, true
+		llm.WriteError(w, c.kind, http.StatusBadGateway, "upstream_error", "The upstream service's answer broke off before its end.")
+		return out, nil
+	}
+	copyResponseHeaders(w.Header(), res.Header)
 	w.WriteHeader(res.StatusCode)
 	n, werr := w.Write(body)
 	out.responseBytes = int64(n)
@@ -107,6 +117,17 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		out.status = 499
 	}
 	return out, nil
+}
+
+// copyResponseHeaders passes the upstream's answer headers on to the client,
+// but for those droppedResponseHeader names (hop-by-hop, framing, and the
+// provider's own rate limits).
+func copyResponseHeaders(h, upstream http.Header) {
+	for name, v := range upstream {
+		if !droppedResponseHeader(name) {
+			h[name] = v
+		}
+	}
 }
 
 // upstreamRequest is c's request to its service: the base URL (parsed once)

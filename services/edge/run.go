@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,7 @@ type Server struct {
 	listener net.Listener
 	handler  http.Handler
 	metrics  *metrics
+	isLoaded atomic.Bool // see loaded
 }
 
 // Run runs the edge role until ctx ends.
@@ -113,6 +115,23 @@ func (s *Server) WaitReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// loaded reports whether the keys and the catalog have been read once; from
+// then on it stays true (a lost bus keeps what was loaded).
+func (s *Server) loaded() bool {
+	if s.isLoaded.Load() {
+		return true
+	}
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.catalog.Ready()} {
+		select {
+		case <-ch:
+		default:
+			return false
+		}
+	}
+	s.isLoaded.Store(true)
+	return true
 }
 
 func (s *Server) busUp() bool { return s.nc.Status() == nats.CONNECTED }
