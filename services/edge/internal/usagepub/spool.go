@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"syscall"
 
 	"google.golang.org/protobuf/proto"
@@ -29,8 +30,8 @@ import (
 type spool struct {
 	dir  string
 	path string
-	f    *os.File // locked
-	n    int      // records in the file
+	f    *os.File     // locked
+	n    atomic.Int64 // records in the file; read by tests while Run writes
 }
 
 // errLocked: another process holds the spool's lock.
@@ -72,7 +73,7 @@ func (s *spool) load() error {
 			return fmt.Errorf("spool: cut off a torn record: %w", err)
 		}
 	}
-	s.n = len(evs)
+	s.n.Store(int64(len(evs)))
 	return nil
 }
 
@@ -189,11 +190,11 @@ func (s *spool) append(evs []*eventsv1.UsageEvent) error {
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("spool: sync: %w", err)
 	}
-	s.n += len(evs)
+	s.n.Add(int64(len(evs)))
 	return nil
 }
 
-func (s *spool) empty() bool { return s.n == 0 }
+func (s *spool) empty() bool { return s.n.Load() == 0 }
 
 // readAll reads every record of the file at path. A torn last record (the
 // edge died mid-write) is dropped: it was never acknowledged to anyone.
@@ -238,7 +239,7 @@ func (s *spool) reset() error {
 	if err := s.f.Truncate(0); err != nil {
 		return fmt.Errorf("spool: truncate: %w", err)
 	}
-	s.n = 0
+	s.n.Store(0)
 	return nil
 }
 

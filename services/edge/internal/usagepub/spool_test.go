@@ -62,9 +62,9 @@ func TestSpoolOpenedOnRecordsIsNotEmptyAndReplaysThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.empty() || again.n != 10 {
+	if again.empty() || again.n.Load() != 10 {
 		again.close()
-		t.Fatalf("a spool opened on 10 records: empty %v, %d records", again.empty(), again.n)
+		t.Fatalf("a spool opened on 10 records: empty %v, %d records", again.empty(), again.n.Load())
 	}
 	// The publisher of the process that owns edge-a.spool.
 	p, err := New(nc, Config{SpoolDir: t.TempDir()}, quiet)
@@ -110,8 +110,8 @@ func TestSpoolOpenedAfterATornWriteAppendsAfterTheLastWholeRecord(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer again.close()
-	if again.n != 3 {
-		t.Fatalf("opened with %d records, want the 3 whole ones", again.n)
+	if again.n.Load() != 3 {
+		t.Fatalf("opened with %d records, want the 3 whole ones", again.n.Load())
 	}
 	if err := again.append(testEvents("edge-a", 4, 2)); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestLiveSpoolOfAnotherEdgeIsNotAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !own.empty() {
-		t.Fatalf("adopted %d events of another edge's live spool", own.n)
+		t.Fatalf("adopted %d events of another edge's live spool", own.n.Load())
 	}
 	// The other edge goes on spooling, into the file it has.
 	if err := other.append(testEvents("edge-b", 4, 2)); err != nil {
@@ -202,7 +202,7 @@ func TestOrphanIsAdoptedOnceByEdgesStartingTogether(t *testing.T) {
 			if errs[i] != nil {
 				t.Errorf("round %d: edge %d: %v", round, i, errs[i])
 			}
-			total += p.spool.n
+			total += int(p.spool.n.Load())
 		}
 		if total != 2000 {
 			t.Fatalf("round %d: the edges adopted %d events of an orphan of 2000", round, total)
