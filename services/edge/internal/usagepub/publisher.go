@@ -48,6 +48,9 @@ type Config struct {
 	// QueueSize bounds events held in memory: beyond it Publish waits (the
 	// bus and the spool are both far behind), it never drops an event.
 	QueueSize int
+	// AdoptInterval is how often a running publisher looks in SpoolDir for
+	// the spools of edges that died (unlocked spools) and adopts them.
+	AdoptInterval time.Duration
 }
 
 // Publisher sends usage events. Publish never blocks on the network.
@@ -85,6 +88,8 @@ type Publisher struct {
 
 	published atomic.Uint64
 	spooled   atomic.Uint64
+
+	adopted time.Time // when Run last looked for orphans; Run's goroutine only
 }
 
 // NewInstanceID returns a fresh edge instance id: the host name and random bits.
@@ -114,6 +119,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
 	cfg.BatchDelay = cmpOr(cfg.BatchDelay, 5*time.Millisecond)
 	cfg.AckTimeout = cmpOr(cfg.AckTimeout, 3*time.Second)
 	cfg.QueueSize = cmpOr(cfg.QueueSize, 65536)
+	cfg.AdoptInterval = cmpOr(cfg.AdoptInterval, 30*time.Second)
 	cfg.Partitions = cmpOr(cfg.Partitions, 16)
 	inbox := nc.NewRespInbox()
 	acks := make(chan *nats.Msg, 4*cfg.BatchSize)
@@ -189,13 +195,30 @@ func eventID(ev *eventsv1.UsageEvent) string {
 // Run sends queued events until ctx ends, then flushes: what cannot be
 // published within a short deadline is spooled, so nothing is lost on SIGTERM.
 func (p *Publisher) Run(ctx context.Context) error {
-	if err := p.adoptOrphans(); err != nil {
-		p.log.Error("usage: earlier spools not adopted", "err", err)
-	}
+	p.adoptNow()
 	retry := time.NewTicker(500 * time.Millisecond)
 	defer retry.Stop()
 	p.batches(ctx, func(batch []*eventsv1.UsageEvent) { p.send(ctx, batch) }, retry.C)
 	return p.flush()
+}
+
+// maintain runs on Run's tick: it adopts, every AdoptInterval, the spools of
+// edges that died while this one ran (at start it adopts those of earlier
+// processes), and replays the spool, if there is one.
+func (p *Publisher) maintain(ctx context.Context) {
+	if time.Since(p.adopted) >= p.cfg.AdoptInterval {
+		p.adoptNow()
+	}
+	if !p.spool.empty() {
+		p.replay(ctx)
+	}
+}
+
+func (p *Publisher) adoptNow() {
+	p.adopted = time.Now()
+	if err := p.adoptOrphans(); err != nil {
+		p.log.Error("usage: the spools of other edge processes not adopted", "err", err)
+	}
 }
 
 // Consume hands queued events to fn, a batch at a time and in order, until
@@ -207,7 +230,7 @@ func (p *Publisher) Consume(ctx context.Context, fn func([]*eventsv1.UsageEvent)
 
 // batches takes the queue a batch at a time (BatchSize events, or what came
 // within BatchDelay of a batch's first event) and hands it to send, until ctx
-// ends. On each tick it replays the spool, if there is one.
+// ends. On each tick it maintains the spool (maintain).
 func (p *Publisher) batches(ctx context.Context, send func([]*eventsv1.UsageEvent), tick <-chan time.Time) {
 	var batch []*eventsv1.UsageEvent
 	timer := time.NewTimer(time.Hour)
@@ -226,9 +249,7 @@ func (p *Publisher) batches(ctx context.Context, send func([]*eventsv1.UsageEven
 		case <-timer.C:
 			armed = false
 		case <-tick:
-			if !p.spool.empty() {
-				p.replay(ctx)
-			}
+			p.maintain(ctx)
 			continue
 		case <-ctx.Done():
 			return
@@ -390,10 +411,11 @@ func (p *Publisher) replay(ctx context.Context) {
 	p.log.Info("usage: spool replayed", "events", len(evs))
 }
 
-// adoptOrphans moves what earlier edge processes left in the spool dir into
-// this process's spool (before any new event, so order holds); the normal
-// replay then publishes them with their original instance and sequence.
-// The spools of edges that still run (locked) are left to them.
+// adoptOrphans moves what other edge processes left in the spool dir into
+// this process's spool (at start, before any new event); the normal replay
+// then publishes them with their original instance and sequence, each
+// instance's in its order. The spools of edges that still run (locked) are
+// left to them.
 func (p *Publisher) adoptOrphans() error {
 	for _, path := range p.spool.orphans() {
 		if err := p.adopt(path); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -230,5 +231,48 @@ func TestRestartWithAFixedInstanceLosesNoEvent(t *testing.T) {
 		if !regexp.MustCompile(`^edge-a-[0-9a-f]{12}$`).MatchString(in) {
 			t.Errorf("instance %q: want the configured name, a dash and random hex", in)
 		}
+	}
+}
+
+// An edge that dies while another runs on the same spool dir leaves its
+// spool behind; the running one adopts it within AdoptInterval and publishes
+// its events. A clean exit leaves no spool file.
+func TestRunningEdgeAdoptsTheSpoolOfOneThatDied(t *testing.T) {
+	nc, js, ctx := usageBus(t)
+	dir := t.TempDir()
+	p, err := New(nc, Config{SpoolDir: dir, AdoptInterval: 100 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+
+	dead, err := openSpool(dir, "edge-dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []*eventsv1.UsageEvent
+	for i := uint64(1); i <= 10; i++ {
+		evs = append(evs, &eventsv1.UsageEvent{EdgeInstance: "edge-dead", Sequence: i, EventId: fmt.Sprintf("edge-dead:0:%d", i), KeyId: "k", Account: "a"})
+	}
+	if err := dead.append(evs); err != nil {
+		t.Fatal(err)
+	}
+	dead.f.Close() // the process dies: its lock goes, its file stays
+
+	deadline := time.Now().Add(10 * time.Second)
+	for len(streamSequences(t, js)["edge-dead"]) < 10 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := streamSequences(t, js)["edge-dead"]; len(got) != 10 {
+		t.Fatalf("published %d of the 10 events of the edge that died", len(got))
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Fatalf("files left in the spool dir after a clean exit: %v", left)
 	}
 }

@@ -257,5 +257,14 @@ func (s *spool) orphans() []string {
 	return out
 }
 
-// close closes the file, which releases its lock.
-func (s *spool) close() error { return s.f.Close() }
+// close closes the file, which releases its lock. An empty spool is removed
+// first, while still locked, so that a clean exit leaves nothing to adopt.
+func (s *spool) close() error {
+	if s.empty() {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.f.Close()
+			return fmt.Errorf("spool: remove the empty spool: %w", err)
+		}
+	}
+	return s.f.Close()
+}
