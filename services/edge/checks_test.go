@@ -82,6 +82,9 @@ func TestChecksRefuseBeforeUpstream(t *testing.T) {
 		{"wrong endpoint", "/v1/messages", predict, `{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "wrong_endpoint", "/v1/chat/completions", false},
 		{"anthropic without max_tokens", "/v1/messages", predict, `{"model":"claude-3-opus","messages":[]}`, 400, "invalid_request", "max_tokens", false},
 		{"enclava path", "/api/v1/chat/completions", "en_nope", chatBody, 401, "invalid_api_key", "", false},
+		{"wrong method", "/v1/chat/completions", predict, "", 405, "method_not_allowed", "use POST", false},
+		{"wrong method, anthropic", "/v1/messages", predict, "", 405, "method_not_allowed", "use POST", false},
+		{"wrong method, enclava path", "/api/v1/embeddings", predict, "", 405, "method_not_allowed", "use POST", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,18 +20,32 @@ import (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	methods := map[string]string{}                // path -> the one method it answers
 	for _, prefix := range []string{"", "/api"} { // Enclava serves the same under /api/v1
-		mux.HandleFunc("POST "+prefix+"/v1/chat/completions", s.llmHandler(llm.Chat, "/v1/chat/completions"))
-		mux.HandleFunc("POST "+prefix+"/v1/completions", s.llmHandler(llm.Completions, "/v1/completions"))
-		mux.HandleFunc("POST "+prefix+"/v1/embeddings", s.llmHandler(llm.Embeddings, "/v1/embeddings"))
-		mux.HandleFunc("POST "+prefix+"/v1/messages", s.llmHandler(llm.Messages, "/v1/messages"))
-		mux.HandleFunc("GET "+prefix+"/v1/models", s.listModels)
+		for _, r := range []struct {
+			method, path string
+			h            http.HandlerFunc
+		}{
+			{"POST", "/v1/chat/completions", s.llmHandler(llm.Chat, "/v1/chat/completions")},
+			{"POST", "/v1/completions", s.llmHandler(llm.Completions, "/v1/completions")},
+			{"POST", "/v1/embeddings", s.llmHandler(llm.Embeddings, "/v1/embeddings")},
+			{"POST", "/v1/messages", s.llmHandler(llm.Messages, "/v1/messages")},
+			{"GET", "/v1/models", s.listModels},
+		} {
+			mux.HandleFunc(r.method+" "+prefix+r.path, r.h)
+			methods[prefix+r.path] = r.method
+		}
 		mux.HandleFunc(prefix+"/v1/services/{account}/{service}/{path...}", s.serviceHandler)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := methods[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			llm.WriteError(w, llm.KindOf(m, r.URL.Path), http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s %s: use %s.", r.Method, r.URL.Path, m))
+			return
+		}
 		llm.WriteError(w, llm.Other, http.StatusNotFound, "unknown_url", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
 	})
 	return s.metrics.middleware(mux)
