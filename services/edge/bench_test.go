@@ -176,6 +176,9 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 			keepRunning(runCtx, quiet, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, quiet) })
 		})
 		wg.Go(func() {
+			keepRunning(runCtx, quiet, "balances", func(c context.Context) error { return s.keys.WatchBalances(c, s.js, s.Instance()) })
+		})
+		wg.Go(func() {
 			s.usage.Consume(runCtx, func(evs []*eventsv1.UsageEvent) {
 				for _, ev := range evs {
 					if out == nil {

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/testenv"
@@ -262,5 +264,34 @@ func TestFailClosedRefusesWhileTheBusIsAway(t *testing.T) {
 	waitFor(t, "both served requests' events", func() bool { p, _ := e.usage.Stats(); return p >= 2 })
 	if evs := w.usageEvents(); len(evs) != 2 {
 		t.Fatalf("%d usage events (published %d), want the 2 served requests'", len(evs), published)
+	}
+}
+
+// A (re)started edge applies the balances metering published before it
+// serves: a key that has used up a limit is refused from the first request,
+// not given a full limit again.
+func TestStartedEdgeRespectsStoredBalances(t *testing.T) {
+	w := newWorld(t)
+	secret, k := w.key(func(k *eventsv1.Key) {
+		k.Limits = []*eventsv1.Limit{{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY, Amount: 5, Window: eventsv1.Window_WINDOW_ROLLING}}
+	})
+	ctx := ctxT(t)
+	kv, err := bus.EnsureBalances(ctx, w.js, bus.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	data, _ := proto.Marshal(&eventsv1.KeyBalance{KeyId: k.GetId(), Account: k.GetAccount(), Requests: 5, UpdatedAt: timestamppb.New(now),
+		Limits: []*eventsv1.LimitBalance{{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY, Level: 0, At: timestamppb.New(now)}}})
+	if _, err := kv.Put(ctx, k.GetId(), data); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 { // fresh edges, each as after a restart
+		e := w.edge(nil)
+		res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+		if res.StatusCode != 429 {
+			t.Fatalf("first request at a started edge: %d %s, want 429 (the stored balance is spent)", res.StatusCode, body)
+		}
+		e.stop()
 	}
 }

@@ -31,7 +31,7 @@ import (
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, kind llm.Kind, now time.Time) (*keyring.Entry, bool) {
 	if !s.loaded() {
 		w.Header().Set("Retry-After", "1")
-		llm.WriteError(w, kind, http.StatusServiceUnavailable, "not_ready", "This Tollgate edge is still loading its keys and catalog; try again in a moment.")
+		llm.WriteError(w, kind, http.StatusServiceUnavailable, "not_ready", "This Tollgate edge is still loading its keys, their balances and the catalog; try again in a moment.")
 		return nil, false
 	}
 	secret := auth.Token(r.Header)

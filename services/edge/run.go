@@ -107,7 +107,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // WaitReady waits until the keys and the catalog that existed at start are
 // loaded.
 func (s *Server) WaitReady(ctx context.Context) error {
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.catalog.Ready()} {
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready()} {
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -117,13 +117,14 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// loaded reports whether the keys and the catalog have been read once; from
+// loaded reports whether the keys, their balances and the catalog have been
+// read once; from
 // then on it stays true (a lost bus keeps what was loaded).
 func (s *Server) loaded() bool {
 	if s.isLoaded.Load() {
 		return true
 	}
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.catalog.Ready()} {
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready()} {
 		select {
 		case <-ch:
 		default:
@@ -141,6 +142,12 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	case <-s.keys.Ready():
 	default:
 		http.Error(w, "keys: loading", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case <-s.keys.BalancesReady():
+	default:
+		http.Error(w, "balances: loading", http.StatusServiceUnavailable)
 		return
 	}
 	select {

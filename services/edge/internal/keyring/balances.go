@@ -51,12 +51,33 @@ func (p *progress) Seen(seq uint64) bool {
 // ApplyBalance replaces a key's limit states with metering's and subtracts
 // this edge's (instance's) usage that the balance does not include yet.
 // Reservations of requests in flight are kept.
+//
+// A balance that arrives before its key (KEYS and BALANCES are read side by
+// side at start) is kept and applied when the key arrives: dropped, the key
+// would start this edge with full limits, whatever it had spent.
 func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string) {
-	e, ok := r.Get(kb.GetKeyId())
+	r.mu.Lock()
+	r.inst = instance
+	e, ok := r.byID[kb.GetKeyId()]
 	if !ok {
+		if prev := r.early[kb.GetKeyId()]; prev == nil || kb.GetUpdatedAt().AsTime().After(prev.GetUpdatedAt().AsTime()) {
+			r.early[kb.GetKeyId()] = kb
+		}
+		r.mu.Unlock()
 		return
 	}
-	st := e.State
+	r.mu.Unlock()
+	applyBalance(e.State, kb, instance)
+}
+
+// instance is the edge instance balances were applied for (see ApplyBalance).
+func (r *Ring) instance() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.inst
+}
+
+func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string) {
 	st.Mu.Lock()
 	defer st.Mu.Unlock()
 	if at := kb.GetUpdatedAt().AsTime(); !at.After(st.balanceAt) {
@@ -104,7 +125,11 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 			if !ok {
 				return fmt.Errorf("watch %s: closed", bus.BalancesBucket)
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
+			if e == nil { // the balances that existed at start are all in
+				r.markBalancesReady()
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
 			kb := new(eventsv1.KeyBalance)
@@ -114,5 +139,13 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 			}
 			r.ApplyBalance(kb, instance)
 		}
+	}
+}
+
+func (r *Ring) markBalancesReady() {
+	select {
+	case <-r.balancesReady:
+	default:
+		close(r.balancesReady)
 	}
 }

@@ -79,15 +79,21 @@ type Ring struct {
 	byHash map[[32]byte]*Entry
 	grace  map[[32]byte]graceSecret
 	byID   map[string]*Entry
+	// early holds the latest balance of each key not loaded yet (KEYS and
+	// BALANCES are read side by side at start); Apply applies it.
+	early map[string]*eventsv1.KeyBalance
+	inst  string // the edge instance of ApplyBalance calls
 
-	pos   atomic.Uint64
-	ready chan struct{}
+	pos           atomic.Uint64
+	ready         chan struct{}
+	balancesReady chan struct{}
 }
 
 // New returns an empty Ring for secrets hashed under pepper.
 func New(pepper []byte, log *slog.Logger) *Ring {
 	r := &Ring{pepper: append([]byte(nil), pepper...), log: log, byHash: map[[32]byte]*Entry{},
-		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, ready: make(chan struct{})}
+		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, early: map[string]*eventsv1.KeyBalance{},
+		ready: make(chan struct{}), balancesReady: make(chan struct{})}
 	r.pool.New = func() any { return &hasher{h: hmac.New(sha256.New, r.pepper)} }
 	return r
 }
@@ -164,6 +170,10 @@ func (r *Ring) Len() int {
 // Ready is closed once every key that existed at start is loaded.
 func (r *Ring) Ready() <-chan struct{} { return r.ready }
 
+// BalancesReady is closed once the balances that existed at start are
+// applied: before that, a key's limits would look full to this edge.
+func (r *Ring) BalancesReady() <-chan struct{} { return r.balancesReady }
+
 // Apply puts a key's latest state into the ring.
 func (r *Ring) Apply(k *eventsv1.Key) {
 	e := &Entry{Key: k, Location: time.UTC,
@@ -188,6 +198,8 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 	} else {
 		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
 	}
+	early := r.early[k.GetId()]
+	delete(r.early, k.GetId())
 	r.byID[k.GetId()] = e
 	if s := k.GetSecret(); len(s.GetHash()) == 32 {
 		r.byHash[[32]byte(s.GetHash())] = e
@@ -198,6 +210,9 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 		}
 	}
 	r.mu.Unlock()
+	if early != nil {
+		applyBalance(e.State, early, r.instance())
+	}
 }
 
 // forget drops an entry's secrets; r.mu is held.

@@ -10,6 +10,7 @@ import (
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/limits"
 )
 
 var (
@@ -115,5 +116,36 @@ func BenchmarkLookup(b *testing.B) {
 				r.Lookup(bc.secret, testNow)
 			}
 		})
+	}
+}
+
+// At start an edge reads KEYS and BALANCES side by side: a key's balance can
+// arrive before the key. It must still apply, or the key would start this
+// edge with its full limits whatever it had spent.
+func TestBalanceThatArrivesBeforeItsKeyApplies(t *testing.T) {
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	k := testKey(t, "k1")
+	k.Limits = []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10}}
+	at := testNow.Add(-time.Minute)
+	balance := func(level int64, updated time.Time) *eventsv1.KeyBalance {
+		return &eventsv1.KeyBalance{KeyId: "k1", UpdatedAt: timestamppb.New(updated),
+			Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: level, At: timestamppb.New(at)}}}
+	}
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.ApplyBalance(balance(0, testNow), "edge-1")
+	r.ApplyBalance(balance(5, testNow.Add(-time.Second)), "edge-1") // older: ignored
+	r.Apply(k)
+
+	e, ok := r.Get("k1")
+	if !ok {
+		t.Fatal("key not loaded")
+	}
+	e.State.Mu.Lock()
+	defer e.State.Mu.Unlock()
+	if st, _ := e.State.Limits.State(id); st.Level != 0 || !st.At.Equal(at) {
+		t.Fatalf("limit state %+v, want level 0 at %v (the newer balance)", st, at)
+	}
+	if _, denial := e.State.Limits.Reserve(limits.Usage{Requests: 1}, testNow); denial == nil {
+		t.Fatal("a key whose balance is spent was let through")
 	}
 }
