@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -91,7 +92,20 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, kind llm.Kind,
 
 // readExactly reads a body of n bytes (its Content-Length) into a buffer of
 // that size. When the body ends early it returns what came, and an error.
+//
+// Up to preallocMax the buffer is allocated at once; beyond, it grows as the
+// bytes arrive: a declared length is only a claim, and a request of headers
+// alone must not make the edge allocate a key's whole maximum (which may be
+// large) or what an upstream announces.
 func readExactly(r io.Reader, n int64) ([]byte, error) {
+	if n > preallocMax {
+		b := bytes.NewBuffer(make([]byte, 0, preallocMax))
+		got, err := b.ReadFrom(io.LimitReader(r, n))
+		if err == nil && got < n {
+			err = io.ErrUnexpectedEOF
+		}
+		return b.Bytes(), err
+	}
 	buf := make([]byte, n)
 	got, err := io.ReadFull(r, buf)
 	if err == io.EOF {
@@ -99,6 +113,9 @@ func readExactly(r io.Reader, n int64) ([]byte, error) {
 	}
 	return buf[:got], err
 }
+
+// preallocMax is the largest body buffer allocated before its bytes arrive.
+const preallocMax = 1 << 20
 
 // reserve reserves the worst case on the key's limits, or answers 429.
 func (s *Server) reserve(w http.ResponseWriter, kind llm.Kind, e *keyring.Entry, worst limits.Usage, now time.Time) (limits.Reservation, bool) {

@@ -3,9 +3,11 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +260,24 @@ func TestNotReadyBeforeKeysAndCatalogAreLoaded(t *testing.T) {
 	}
 	if rec := serve("/v1/chat/completions", chatBody); rec.Code != http.StatusOK {
 		t.Fatalf("once loaded: %d %s, want 200", rec.Code, rec.Body)
+	}
+}
+
+// A declared Content-Length is only a claim: the edge allocates as the bytes
+// arrive, not the whole declared length up front.
+func TestReadExactlyAllocatesAsTheBytesArrive(t *testing.T) {
+	const body = `{"model":"gpt-4"}`
+	for _, declared := range []int64{int64(len(body)), 100, preallocMax + 1, 1 << 34} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		got, err := readExactly(strings.NewReader(body), declared)
+		runtime.ReadMemStats(&after)
+		wantErr := declared > int64(len(body))
+		if string(got) != body || (err != nil) != wantErr || wantErr && err != io.ErrUnexpectedEOF {
+			t.Errorf("declared %d: got %q, %v", declared, got, err)
+		}
+		if d := after.TotalAlloc - before.TotalAlloc; d > 2*preallocMax {
+			t.Errorf("declared %d: allocated %d bytes for a %d-byte body", declared, d, len(body))
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,5 +369,61 @@ func TestEitherHTTPServerServesAndNoticesHangUps(t *testing.T) {
 				t.Fatalf("a client that hung up: event status %d, want 499 (the upstream request cancelled)", ev.GetStatus())
 			}
 		})
+	}
+}
+
+// panicOnce is an upstream transport whose first round trip panics.
+type panicOnce struct {
+	next  http.RoundTripper
+	calls atomic.Int64
+}
+
+func (p *panicOnce) RoundTrip(r *http.Request) (*http.Response, error) {
+	if p.calls.Add(1) == 1 {
+		panic("upstream transport broke")
+	}
+	return p.next.RoundTrip(r)
+}
+
+// A request that panics after its worst case was reserved gives the
+// reservation back: held, it would leave the key short until a restart.
+func TestPanicReleasesTheReservation(t *testing.T) {
+	w := newWorld(t)
+	// Less than one request's worst case (max_tokens 16): a request reserves
+	// all of it (a reservation is capped at what is left), so a reservation
+	// never given back would refuse the next request.
+	secret, _ := w.key(func(k *eventsv1.Key) {
+		k.Limits = []*eventsv1.Limit{{Metric: eventsv1.Metric_METRIC_TOKENS, Interval: eventsv1.Interval_INTERVAL_DAY,
+			Amount: 10, Window: eventsv1.Window_WINDOW_ROLLING}}
+	})
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.NATSURL, cfg.Pepper, cfg.SpoolDir = "127.0.0.1:0", w.natsURL, testPepper, t.TempDir()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	s, err := New(ctx, cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &panicOnce{next: s.upstream}
+	s.upstream = up
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + s.Addr()
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/chat/completions", strings.NewReader(chatBody))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			t.Fatal("the panicking request was answered 200")
+		}
+	}
+	if res, body := do(t, url, "POST", "/v1/chat/completions", secret, chatBody); res.StatusCode != 200 {
+		t.Fatalf("after a panic: %d %s, want 200 (the panicked request's reservation given back)", res.StatusCode, body)
+	}
+	if n := up.calls.Load(); n != 2 {
+		t.Fatalf("upstream called %d times, want 2", n)
 	}
 }

@@ -94,6 +94,7 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 			return
 		}
 		c := &call{kind: kind, svc: svc, method: http.MethodPost, path: path, body: body, inHeader: r.Header, inputEst: req.InputTokensEstimate}
+		defer s.releaseOnPanic(e, res, c)
 		if req.Stream && (kind == llm.Chat || kind == llm.Completions) && !req.IncludeUsage {
 			if withUsage, err := llm.WithIncludeUsage(body); err == nil {
 				c.body, c.stripUsage = withUsage, true
@@ -141,8 +142,33 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	st := e.State
 	st.Mu.Lock()
 	st.Limits.Settle(res, actual, now)
+	c.settled = true
 	st.Spent(s.usage.Publish(ev), now, actual)
 	st.Mu.Unlock()
+}
+
+// releaseOnPanic, deferred once a request's worst case is reserved, settles
+// the reservation if the handler panics before finish did: held forever, it
+// would leave the key short at this edge until a restart. The request counts
+// as one request and no money or tokens (what it cost is unknown, and no
+// usage event is published for it); the panic goes on to the server.
+func (s *Server) releaseOnPanic(e *keyring.Entry, res limits.Reservation, c *call) {
+	if c.settled {
+		return
+	}
+	p := recover()
+	if p == nil {
+		return
+	}
+	st := e.State
+	st.Mu.Lock()
+	if !c.settled {
+		st.Limits.Settle(res, limits.Usage{Requests: 1}, time.Now())
+		c.settled = true
+	}
+	st.Mu.Unlock()
+	s.log.Error("edge: a request panicked; its reservation is released", "key", e.Key.GetId(), "panic", fmt.Sprint(p))
+	panic(p)
 }
 
 // checkModel finds the model a request names and applies the key's service
@@ -260,6 +286,7 @@ func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{kind: kind, svc: svc, method: r.Method, path: "/" + r.PathValue("path"), query: r.URL.RawQuery, body: body, inHeader: r.Header}
+	defer s.releaseOnPanic(e, res, c)
 	out, err := s.forward(r.Context(), w, c)
 	s.finish(w, r, e, res, c, nil, out, err, start)
 }

@@ -27,6 +27,8 @@ type call struct {
 	// not ask for; keep it from the client.
 	stripUsage bool
 	inputEst   int64
+	// settled: the reservation has been settled (finish, or releaseOnPanic).
+	settled bool
 }
 
 // outcome is what happened upstream and at the client.
