@@ -2,10 +2,12 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -396,22 +398,13 @@ func TestPanicReleasesTheReservation(t *testing.T) {
 		k.Limits = []*eventsv1.Limit{{Metric: eventsv1.Metric_METRIC_TOKENS, Interval: eventsv1.Interval_INTERVAL_DAY,
 			Amount: 10, Window: eventsv1.Window_WINDOW_ROLLING}}
 	})
-	cfg := DefaultConfig()
-	cfg.Listen, cfg.NATSURL, cfg.Pepper, cfg.SpoolDir = "127.0.0.1:0", w.natsURL, testPepper, t.TempDir()
-	ctx, cancel := context.WithCancel(ctxT(t))
-	s, err := New(ctx, cfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := &panicOnce{next: s.upstream}
-	s.upstream = up
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; s.Close() })
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + s.Addr()
+	var up *panicOnce
+	e := w.edgeSetUp(nil, func(s *Server) {
+		up = &panicOnce{next: s.upstream}
+		s.upstream = up
+	})
+	ctx := ctxT(t)
+	url := e.url
 	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/chat/completions", strings.NewReader(chatBody))
 	req.Header.Set("Authorization", "Bearer "+secret)
 	if res, err := http.DefaultClient.Do(req); err == nil {
@@ -425,5 +418,55 @@ func TestPanicReleasesTheReservation(t *testing.T) {
 	}
 	if n := up.calls.Load(); n != 2 {
 		t.Fatalf("upstream called %d times, want 2", n)
+	}
+}
+
+// What an HTTP service answers is passed on, but for the operator's: its
+// cookies and its provider organisation. A HEAD answer has no body whatever
+// its Content-Length says; an answer larger than the edge passes on is a
+// 502, not a cut-off body under 200.
+func TestServiceAnswersHeadersAndSizes(t *testing.T) {
+	w := newWorld(t)
+	raw := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		h := rw.Header()
+		h.Set("Set-Cookie", "session=operator")
+		h.Set("Openai-Organization", "org-operator")
+		h.Set("X-Kept", "yes")
+		switch r.URL.Path {
+		case "/head":
+			h.Set("Content-Length", "100")
+			rw.WriteHeader(http.StatusOK)
+		case "/big": // chunked: no Content-Length
+			for range 2 {
+				rw.Write(bytes.Repeat([]byte("x"), 1024)) //nolint:errcheck // the test reads it
+				rw.(http.Flusher).Flush()
+			}
+		default:
+			rw.Write([]byte(`{"ok":true}`)) //nolint:errcheck // as above
+		}
+	}))
+	t.Cleanup(raw.Close)
+	if err := w.catalog.PutService(ctxT(t), &eventsv1.Service{Id: "acme/raw", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: raw.URL, RequestPrice: 1_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	e := w.edgeSetUp(nil, func(s *Server) { s.maxResponse = 1500 })
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+
+	res, body := do(t, e.url, "GET", "/v1/services/acme/raw/ok", secret, "")
+	if res.StatusCode != 200 || body != `{"ok":true}` || res.Header.Get("X-Kept") != "yes" {
+		t.Fatalf("plain answer: %d %q %v", res.StatusCode, body, res.Header)
+	}
+	for _, name := range []string{"Set-Cookie", "Openai-Organization"} {
+		if v := res.Header.Get(name); v != "" {
+			t.Errorf("the upstream's %s reached the client: %q", name, v)
+		}
+	}
+	if res, body := do(t, e.url, "HEAD", "/v1/services/acme/raw/head", secret, ""); res.StatusCode != 200 {
+		t.Fatalf("HEAD: %d %q, want 200", res.StatusCode, body)
+	}
+	res, body = do(t, e.url, "GET", "/v1/services/acme/raw/big", secret, "")
+	if res.StatusCode != 502 || !strings.Contains(body, "larger than this edge passes on") {
+		t.Fatalf("an answer over the bound: %d %q, want 502", res.StatusCode, body)
 	}
 }

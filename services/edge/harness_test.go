@@ -143,6 +143,13 @@ type testEdge struct {
 
 func (w *world) edge(edit func(*Config)) *testEdge {
 	w.t.Helper()
+	return w.edgeSetUp(edit, nil)
+}
+
+// edgeSetUp is edge with setUp called on the server before it runs (to
+// replace its upstream transport, lower a bound).
+func (w *world) edgeSetUp(edit func(*Config), setUp func(*Server)) *testEdge {
+	w.t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATSURL = w.natsURL
@@ -156,6 +163,9 @@ func (w *world) edge(edit func(*Config)) *testEdge {
 	if err != nil {
 		cancel()
 		w.t.Fatal(err)
+	}
+	if setUp != nil {
+		setUp(s)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -45,6 +46,9 @@ type outcome struct {
 
 // errUpstream marks a failure to reach the upstream (502).
 var errUpstream = errors.New("upstream unreachable")
+
+// errTooLarge: a buffered answer longer than the edge passes on.
+var errTooLarge = errors.New("upstream answer too large")
 
 // forward sends c upstream and copies the answer to w as it arrives: streamed
 // responses chunk by chunk, each flushed at once. It reads usage on the way.
@@ -88,10 +92,18 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		return out, err
 	}
 	var body []byte
-	if n := res.ContentLength; n >= 0 && n <= maxResponseBytes {
+	switch n := res.ContentLength; {
+	case c.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified:
+		// No body, whatever Content-Length says.
+	case n > s.maxResponse:
+		err = errTooLarge
+	case n >= 0:
 		body, err = readExactly(res.Body, n)
-	} else {
-		body, err = io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	default:
+		body, err = io.ReadAll(io.LimitReader(res.Body, s.maxResponse+1))
+		if err == nil && int64(len(body)) > s.maxResponse {
+			body, err = body[:s.maxResponse], errTooLarge
+		}
 	}
 	if err != nil && ctx.Err() != nil {
 		out.status = 499
@@ -104,11 +116,16 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		}
 	}
 	if err != nil {
-		// The upstream broke off mid-answer: the client gets an error, not a
-		// cut-off body under a success status; what the upstream generated
-		// before the break is metered, estimated, as for a broken stream.
+		// The upstream broke off mid-answer (or sent more than the edge
+		// buffers): the client gets an error, not a cut-off body under a
+		// success status; what the upstream generated before the break is
+		// metered, estimated, as for a broken stream.
 		out.status, out.broken = http.StatusBadGateway, true
-		llm.WriteError(w, c.kind, http.StatusBadGateway, "upstream_error", "The upstream service's answer broke off before its end.")
+		msg := "The upstream service's answer broke off before its end."
+		if errors.Is(err, errTooLarge) {
+			msg = fmt.Sprintf("The upstream service's answer is larger than this edge passes on (%d bytes).", s.maxResponse)
+		}
+		llm.WriteError(w, c.kind, http.StatusBadGateway, "upstream_error", msg)
 		return out, nil
 	}
 	copyResponseHeaders(w.Header(), res.Header)
@@ -153,7 +170,8 @@ func (s *Server) upstreamRequest(ctx context.Context, c *call) (*http.Request, e
 	return req, nil
 }
 
-// maxResponseBytes bounds a buffered (non-streamed) answer.
+// maxResponseBytes bounds a buffered (non-streamed) answer (Server.maxResponse
+// unless a test lowers it).
 const maxResponseBytes = 256 << 20
 
 func isEventStream(ct string) bool {

@@ -43,6 +43,8 @@ type Server struct {
 	handler  http.Handler
 	metrics  *metrics
 	isLoaded atomic.Bool // see loaded
+	// maxResponse bounds a buffered answer (maxResponseBytes; tests lower it).
+	maxResponse int64
 }
 
 // Run runs the edge role until ctx ends.
@@ -62,7 +64,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("edge config: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, maxResponse: maxResponseBytes}
 	defer func() {
 		if err != nil {
 			s.Close()

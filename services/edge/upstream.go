@@ -143,11 +143,14 @@ var forwardedRequestHeaders = []string{
 	"X-Stainless-Lang", "X-Stainless-Package-Version", "Idempotency-Key",
 }
 
-// droppedResponseHeaders are hop-by-hop headers, and the upstream's own rate
-// limit headers, which describe the provider account, not the caller's key.
+// droppedResponseHeaders are hop-by-hop headers, the upstream's own rate
+// limit headers, which describe the provider account, not the caller's key,
+// the headers that name the operator's provider organisation or project, and
+// the provider's cookies (set for the operator's credential, not the client).
 func droppedResponseHeader(name string) bool {
 	switch name {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Trailer", "Te", "Content-Length":
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Trailer", "Te", "Content-Length",
+		"Set-Cookie", "Set-Cookie2", "Openai-Organization", "Openai-Project", "Anthropic-Organization-Id":
 		return true
 	}
 	return strings.HasPrefix(name, "X-Ratelimit-") || strings.HasPrefix(name, "Anthropic-Ratelimit-")
