@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"bufio"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -293,5 +295,54 @@ func TestStartedEdgeRespectsStoredBalances(t *testing.T) {
 			t.Fatalf("first request at a started edge: %d %s, want 429 (the stored balance is spent)", res.StatusCode, body)
 		}
 		e.stop()
+	}
+}
+
+// Streams that Shutdown does not drain (net/http's server returns at its
+// deadline and leaves handlers running; HTTP/2 connections go to h1's
+// fallback server) are ended when the edge stops, and their usage events
+// still reach the bus before the publisher stops.
+func TestStopMetersStreamsShutdownDoesNotDrain(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		server string
+		h2c    bool
+	}{
+		{"net/http server", HTTPServerStd, false},
+		{"h1 server, HTTP/2 client", HTTPServerH1, true},
+	} {
+		t.Run(strings.ReplaceAll(tt.name, "/", "_"), func(t *testing.T) {
+			w := newWorld(t)
+			e := w.edge(func(c *Config) { c.HTTPServer, c.ShutdownTimeout = tt.server, 200*time.Millisecond })
+			secret, _ := w.key(nil)
+			waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+			client := &http.Client{Transport: &http.Transport{Protocols: new(http.Protocols)}}
+			if tt.h2c {
+				client.Transport.(*http.Transport).Protocols.SetUnencryptedHTTP2(true)
+			} else {
+				client.Transport.(*http.Transport).Protocols.SetHTTP1(true)
+			}
+			body := `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"a long story"}],"max_tokens":100}`
+			req, _ := http.NewRequestWithContext(ctxT(t), "POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+secret)
+			req.Header.Set("X-Mock-Chunks", "50")
+			req.Header.Set("X-Mock-Chunk-Delay-Ms", "100") // 5 s of answer
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if wantMajor := map[bool]int{false: 1, true: 2}[tt.h2c]; res.ProtoMajor != wantMajor {
+				t.Fatalf("the stream went over HTTP/%d, want HTTP/%d", res.ProtoMajor, wantMajor)
+			}
+			if _, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			e.stop() // the stream is in flight
+			evs := w.usageEvents()
+			if len(evs) != 1 || !evs[0].GetStreamed() {
+				t.Fatalf("%d usage events after the edge stopped mid-stream, want the stream's", len(evs))
+			}
+		})
 	}
 }

@@ -48,7 +48,7 @@ func (s *Server) routes() http.Handler {
 		}
 		llm.WriteError(w, llm.Other, http.StatusNotFound, "unknown_url", fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
 	})
-	return s.metrics.middleware(mux)
+	return s.track(s.metrics.middleware(mux))
 }
 
 // llmHandler serves one LLM endpoint: the checks of DESIGN.md section 5 in

@@ -42,7 +42,8 @@ type Server struct {
 	listener net.Listener
 	handler  http.Handler
 	metrics  *metrics
-	isLoaded atomic.Bool // see loaded
+	isLoaded atomic.Bool  // see loaded
+	inflight atomic.Int64 // requests in handlers (track)
 	// maxResponse bounds a buffered answer (maxResponseBytes; tests lower it).
 	maxResponse int64
 }
@@ -206,6 +207,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if serr := srv.Shutdown(sctx); serr != nil {
 		s.log.Warn("edge: requests still in flight at shutdown", "err", serr)
 	}
+	s.awaitHandlers(srv)
 	stopPublishing() // every request has published its event: flush them
 	if perr := <-pubDone; perr != nil {
 		err = errors.Join(err, perr)
@@ -218,9 +220,39 @@ func (s *Server) Run(ctx context.Context) error {
 // httpServer is the server of the client-facing listener: the edge's own
 // HTTP/1.1 server (h1.Server; HTTP/2 without TLS goes on to net/http's), or
 // net/http's for everything with --http-server net/http.
+// awaitHandlers waits for the handlers still running after Shutdown: those
+// of connections Shutdown does not drain (HTTP/2 ones, handed to the
+// fallback server; net/http's server, which returns at its deadline and
+// leaves them running). Closing the connections cancels the requests, which
+// then settle and publish their usage events: the publisher must still be
+// running for those. A handler that ignores its context for 10 s more is
+// logged; its event may be lost.
+func (s *Server) awaitHandlers(srv interface{ Close() error }) {
+	if s.inflight.Load() == 0 {
+		return
+	}
+	srv.Close() //nolint:errcheck // closing what is left; nothing to report
+	for end := time.Now().Add(10 * time.Second); s.inflight.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.inflight.Load(); n > 0 {
+		s.log.Error("edge: requests still running after shutdown; their usage events may be lost", "requests", n)
+	}
+}
+
+// track counts the requests in handlers (awaitHandlers).
+func (s *Server) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		next.ServeHTTP(w, r)
+	})
+}
+
 func (s *Server) httpServer() interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
+	Close() error
 } {
 	std := &http.Server{
 		Handler:           s.handler,
