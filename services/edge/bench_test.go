@@ -173,8 +173,9 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 			keepRunning(runCtx, quiet, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) })
 		})
 		wg.Go(func() {
-			keepRunning(runCtx, quiet, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, quiet) })
+			keepRunning(runCtx, quiet, "catalog", s.watchCatalog)
 		})
+		wg.Go(func() { s.ensureUsageStream(runCtx) })
 		wg.Go(func() {
 			keepRunning(runCtx, quiet, "balances", func(c context.Context) error { return s.keys.WatchBalances(c, s.js, s.Instance()) })
 		})

@@ -346,3 +346,28 @@ func TestStopMetersStreamsShutdownDoesNotDrain(t *testing.T) {
 		})
 	}
 }
+
+// An edge started while the bus is away comes up and says it is not ready
+// (it does not exit, which would make it restart in a loop), then loads what
+// it needs and serves once the bus is there.
+func TestEdgeStartsWhileTheBusIsAway(t *testing.T) {
+	h := testenv.NATSRestartable(t)
+	w := newWorldOn(t, h.URL())
+	secret, _ := w.key(nil)
+	h.Shutdown()
+	e := w.startEdge(nil, nil)
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody)
+	if res.StatusCode != 503 || !strings.Contains(body, "not_ready") {
+		t.Fatalf("with the bus away: %d %s, want 503 not_ready", res.StatusCode, body)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitReady(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody); res.StatusCode != 200 {
+		t.Fatalf("once the bus is back: %d %s", res.StatusCode, body)
+	}
+	waitFor(t, "the request's usage event", func() bool { p, _ := e.usage.Stats(); return p == 1 })
+}

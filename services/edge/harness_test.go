@@ -150,6 +150,16 @@ func (w *world) edge(edit func(*Config)) *testEdge {
 // replace its upstream transport, lower a bound).
 func (w *world) edgeSetUp(edit func(*Config), setUp func(*Server)) *testEdge {
 	w.t.Helper()
+	te := w.startEdge(edit, setUp)
+	if err := te.WaitReady(ctxT(w.t)); err != nil {
+		w.t.Fatal(err)
+	}
+	return te
+}
+
+// startEdge starts an edge without waiting for it to be ready.
+func (w *world) startEdge(edit func(*Config), setUp func(*Server)) *testEdge {
+	w.t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATSURL = w.natsURL
@@ -183,9 +193,6 @@ func (w *world) edgeSetUp(edit func(*Config), setUp func(*Server)) *testEdge {
 		s.Close()
 	}}
 	w.t.Cleanup(te.stop)
-	if err := s.WaitReady(ctxT(w.t)); err != nil {
-		w.t.Fatal(err)
-	}
 	return te
 }
 

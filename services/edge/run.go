@@ -33,7 +33,6 @@ type Server struct {
 	js       jetstream.JetStream
 	keys     *keyring.Ring
 	catalog  *catalog.View
-	catStore *catalog.Store
 	usage    *usagepub.Publisher
 	upstream http.RoundTripper // h1.Transport; an in-memory one in benchmarks
 	bases    sync.Map          // service base URL -> *url.URL, parsed once
@@ -44,6 +43,8 @@ type Server struct {
 	metrics  *metrics
 	isLoaded atomic.Bool  // see loaded
 	inflight atomic.Int64 // requests in handlers (track)
+	// usageReady is closed once the USAGE stream is known to exist.
+	usageReady chan struct{}
 	// maxResponse bounds a buffered answer (maxResponseBytes; tests lower it).
 	maxResponse int64
 }
@@ -65,7 +66,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("edge config: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, maxResponse: maxResponseBytes}
+	s := &Server{cfg: cfg, log: log, maxResponse: maxResponseBytes, usageReady: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -76,12 +77,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	}
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureUsageStream(ctx, s.js, bus.UsageOptions{StreamOptions: bus.StreamOptions{Replicas: cfg.StreamReplicas}}); err != nil {
-		return nil, err
-	}
-	if s.catStore, err = catalog.Open(ctx, s.js, cfg.StreamReplicas); err != nil {
-		return nil, err
 	}
 	s.catalog = catalog.NewView()
 	s.keys = keyring.New([]byte(cfg.Pepper), log)
@@ -110,7 +105,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // WaitReady waits until the keys and the catalog that existed at start are
 // loaded.
 func (s *Server) WaitReady(ctx context.Context) error {
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready()} {
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready(), s.usageReady} {
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -127,7 +122,7 @@ func (s *Server) loaded() bool {
 	if s.isLoaded.Load() {
 		return true
 	}
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready()} {
+	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready(), s.usageReady} {
 		select {
 		case <-ch:
 		default:
@@ -159,6 +154,12 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "catalog: loading", http.StatusServiceUnavailable)
 		return
 	}
+	select {
+	case <-s.usageReady:
+	default:
+		http.Error(w, "usage stream: not reached yet", http.StatusServiceUnavailable)
+		return
+	}
 	if !s.busUp() && s.cfg.FailClosed {
 		http.Error(w, "nats: "+s.nc.Status().String(), http.StatusServiceUnavailable)
 		return
@@ -180,8 +181,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return keepRunning(gctx, s.log, "keyring", func(c context.Context) error { return s.keys.Run(c, s.js) })
 	})
 	g.Go(func() error {
-		return keepRunning(gctx, s.log, "catalog", func(c context.Context) error { return s.catalog.Watch(c, s.catStore, s.log) })
+		return keepRunning(gctx, s.log, "catalog", s.watchCatalog)
 	})
+	g.Go(func() error { return s.ensureUsageStream(gctx) })
 	g.Go(func() error {
 		return keepRunning(gctx, s.log, "balances", func(c context.Context) error { return s.keys.WatchBalances(c, s.js, s.Instance()) })
 	})
@@ -220,6 +222,40 @@ func (s *Server) Run(ctx context.Context) error {
 // httpServer is the server of the client-facing listener: the edge's own
 // HTTP/1.1 server (h1.Server; HTTP/2 without TLS goes on to net/http's), or
 // net/http's for everything with --http-server net/http.
+// watchCatalog opens the CATALOG bucket (creating it if need be) and keeps
+// the edge's view of it current. It runs as a follower: an edge started while
+// the bus is away comes up, answers 503 not_ready, and loads the catalog once
+// the bus is there.
+func (s *Server) watchCatalog(ctx context.Context) error {
+	store, err := catalog.Open(ctx, s.js, s.cfg.StreamReplicas)
+	if err != nil {
+		return err
+	}
+	return s.catalog.Watch(ctx, store, s.log)
+}
+
+// ensureUsageStream creates the USAGE stream if need be, retrying until the
+// bus answers, then closes usageReady: the edge is not ready before (events
+// would be spooled, no stream acknowledging them).
+func (s *Server) ensureUsageStream(ctx context.Context) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		_, err := bus.EnsureUsageStream(ctx, s.js, bus.UsageOptions{StreamOptions: bus.StreamOptions{Replicas: s.cfg.StreamReplicas}})
+		if err == nil {
+			close(s.usageReady)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("edge: the usage stream could not be ensured; retrying", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 // awaitHandlers waits for the handlers still running after Shutdown: those
 // of connections Shutdown does not drain (HTTP/2 ones, handed to the
 // fallback server; net/http's server, which returns at its deadline and
