@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -94,11 +95,7 @@ func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent, posi
 		for id := range touched {
 			ev := keySet[id]
 			kb := store.ToProto(bals[id], ev.GetAccount(), ev.GetPartition(), now)
-			for ep, p := range progress {
-				if uint32(ep.Partition) == ev.GetPartition() {
-					kb.Folded = append(kb.Folded, &eventsv1.EdgeProgress{EdgeInstance: ep.Edge, Watermark: p.Watermark, Above: p.Above})
-				}
-			}
+			kb.Folded = foldedProgress(bals[id].Folded, progress, ev.GetPartition(), now)
 			res.balances = append(res.balances, kb)
 		}
 		if err := store.SaveBalances(ctx, tx, res.balances); err != nil {
@@ -123,6 +120,38 @@ func (f *folder) foldBatch(ctx context.Context, evs []*eventsv1.UsageEvent, posi
 		return result{}, fmt.Errorf("fold %d events: %w", len(evs), err)
 	}
 	return res, nil
+}
+
+// carryProgressFor is how long an edge's progress stays in a key's balances
+// after the edge's last event of the partition was folded with the key. An
+// edge subtracts its spend that a balance does not include yet, judged by its
+// progress in the balance; a balance without it would make an edge that
+// missed the one before (a lost publication, a watch restarted after a NATS
+// blip, which sees only the latest) subtract folded spend again, refusing
+// the key early until its own next event is folded. An hour is far beyond
+// any fold lag: by then every edge has seen a balance that names it, or has
+// restarted under a new instance.
+const carryProgressFor = time.Hour
+
+// foldedProgress is the Folded list of a balance folded now: the progress of
+// the batch's edges of the key's partition, and the earlier balance's
+// entries of other edges younger than carryProgressFor.
+func foldedProgress(earlier []*eventsv1.EdgeProgress, progress map[store.EdgePart]*fold.Progress, partition uint32, now time.Time) []*eventsv1.EdgeProgress {
+	var out []*eventsv1.EdgeProgress
+	inBatch := map[string]bool{}
+	for ep, p := range progress {
+		if uint32(ep.Partition) == partition {
+			out = append(out, &eventsv1.EdgeProgress{EdgeInstance: ep.Edge, Watermark: p.Watermark, Above: p.Above, At: timestamppb.New(now)})
+			inBatch[ep.Edge] = true
+		}
+	}
+	for _, f := range earlier {
+		if !inBatch[f.GetEdgeInstance()] && now.Sub(f.GetAt().AsTime()) < carryProgressFor {
+			out = append(out, f)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetEdgeInstance() < out[j].GetEdgeInstance() })
+	return out
 }
 
 func alertProto(a fold.Alert) *eventsv1.Alert {

@@ -128,11 +128,19 @@ func (x *LimitBalance) GetExhaustedAlerted() bool {
 
 // EdgeProgress is how far metering has folded one edge's events of the key's
 // partition: every sequence up to watermark, plus the ones in above.
+//
+// A balance lists the edges of the batch that folded it and, carried over
+// from earlier balances of the key, the other edges that spent on the key
+// within the last hour (an edge that missed the balance that named it must
+// still see its progress in the next one, or it would subtract its folded
+// spend twice).
 type EdgeProgress struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EdgeInstance  string                 `protobuf:"bytes,1,opt,name=edge_instance,json=edgeInstance,proto3" json:"edge_instance,omitempty"`
-	Watermark     uint64                 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
-	Above         []uint64               `protobuf:"varint,3,rep,packed,name=above,proto3" json:"above,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	EdgeInstance string                 `protobuf:"bytes,1,opt,name=edge_instance,json=edgeInstance,proto3" json:"edge_instance,omitempty"`
+	Watermark    uint64                 `protobuf:"varint,2,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Above        []uint64               `protobuf:"varint,3,rep,packed,name=above,proto3" json:"above,omitempty"`
+	// When metering read this progress for the key's balance.
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +192,13 @@ func (x *EdgeProgress) GetWatermark() uint64 {
 func (x *EdgeProgress) GetAbove() []uint64 {
 	if x != nil {
 		return x.Above
+	}
+	return nil
+}
+
+func (x *EdgeProgress) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
 	}
 	return nil
 }
@@ -466,11 +481,12 @@ const file_tollgate_events_v1_balances_proto_rawDesc = "" +
 	"\falert_window\x18\x06 \x01(\x03R\valertWindow\x12\x1f\n" +
 	"\valerted_ppm\x18\a \x01(\rR\n" +
 	"alertedPpm\x12+\n" +
-	"\x11exhausted_alerted\x18\b \x01(\bR\x10exhaustedAlerted\"g\n" +
+	"\x11exhausted_alerted\x18\b \x01(\bR\x10exhaustedAlerted\"\x93\x01\n" +
 	"\fEdgeProgress\x12#\n" +
 	"\redge_instance\x18\x01 \x01(\tR\fedgeInstance\x12\x1c\n" +
 	"\twatermark\x18\x02 \x01(\x04R\twatermark\x12\x14\n" +
-	"\x05above\x18\x03 \x03(\x04R\x05above\"\xa1\x03\n" +
+	"\x05above\x18\x03 \x03(\x04R\x05above\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa1\x03\n" +
 	"\n" +
 	"KeyBalance\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
@@ -531,18 +547,19 @@ var file_tollgate_events_v1_balances_proto_depIdxs = []int32{
 	4,  // 0: tollgate.events.v1.LimitBalance.metric:type_name -> tollgate.events.v1.Metric
 	5,  // 1: tollgate.events.v1.LimitBalance.interval:type_name -> tollgate.events.v1.Interval
 	6,  // 2: tollgate.events.v1.LimitBalance.at:type_name -> google.protobuf.Timestamp
-	0,  // 3: tollgate.events.v1.KeyBalance.limits:type_name -> tollgate.events.v1.LimitBalance
-	1,  // 4: tollgate.events.v1.KeyBalance.folded:type_name -> tollgate.events.v1.EdgeProgress
-	6,  // 5: tollgate.events.v1.KeyBalance.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 6: tollgate.events.v1.Alert.occurred_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: tollgate.events.v1.Alert.metric:type_name -> tollgate.events.v1.Metric
-	5,  // 8: tollgate.events.v1.Alert.interval:type_name -> tollgate.events.v1.Interval
-	7,  // 9: tollgate.events.v1.Alert.window:type_name -> tollgate.events.v1.Window
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 3: tollgate.events.v1.EdgeProgress.at:type_name -> google.protobuf.Timestamp
+	0,  // 4: tollgate.events.v1.KeyBalance.limits:type_name -> tollgate.events.v1.LimitBalance
+	1,  // 5: tollgate.events.v1.KeyBalance.folded:type_name -> tollgate.events.v1.EdgeProgress
+	6,  // 6: tollgate.events.v1.KeyBalance.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 7: tollgate.events.v1.Alert.occurred_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: tollgate.events.v1.Alert.metric:type_name -> tollgate.events.v1.Metric
+	5,  // 9: tollgate.events.v1.Alert.interval:type_name -> tollgate.events.v1.Interval
+	7,  // 10: tollgate.events.v1.Alert.window:type_name -> tollgate.events.v1.Window
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_events_v1_balances_proto_init() }

@@ -76,6 +76,9 @@ type Balance struct {
 	Input     int64
 	Output    int64
 	Cost      int64
+	// Folded is the edges' progress published with the key's last balance,
+	// carried into the next ones (store.ToProto, worker).
+	Folded []*eventsv1.EdgeProgress
 }
 
 // NewBalance is the state of a key nothing was folded for.

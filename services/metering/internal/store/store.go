@@ -173,6 +173,7 @@ func ToProto(b *fold.Balance, account string, partition uint32, now time.Time) *
 func FromProto(kb *eventsv1.KeyBalance) *fold.Balance {
 	b := fold.NewBalance(kb.GetKeyId())
 	b.ConfigRev, b.Requests, b.Input, b.Output, b.Cost = kb.GetConfigRev(), kb.GetRequests(), kb.GetInputTokens(), kb.GetOutputTokens(), kb.GetCost()
+	b.Folded = kb.GetFolded()
 	for _, l := range kb.GetLimits() {
 		id := limits.ID{Metric: l.GetMetric(), Interval: l.GetInterval()}
 		b.States[id] = limits.State{Level: l.GetLevel(), Used: l.GetUsed(), At: l.GetAt().AsTime()}
