@@ -2,7 +2,6 @@ package usagepub
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -157,17 +156,7 @@ func usageBus(t *testing.T) (*nats.Conn, jetstream.JetStream, context.Context) {
 func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
 	nc, js, ctx := usageBus(t)
 	dir := t.TempDir()
-	old, err := openSpool(dir, "edge-old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []*eventsv1.UsageEvent
-	for i := uint64(1); i <= 10; i++ {
-		evs = append(evs, &eventsv1.UsageEvent{EdgeInstance: "edge-old", Sequence: i, EventId: fmt.Sprintf("edge-old:%d", i), KeyId: "k", Account: "a"})
-	}
-	if err := old.append(evs); err != nil {
-		t.Fatal(err)
-	}
+	old := spoolWith(t, dir, "edge-old", 10)
 	old.close()
 
 	p, err := New(nc, Config{SpoolDir: dir}, quiet)
@@ -177,10 +166,7 @@ func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(streamSequences(t, js)["edge-old"]) < 10 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStored(t, js, "edge-old", 10)
 	stop()
 	<-done
 	if got := streamSequences(t, js)["edge-old"]; len(got) != 10 {
@@ -248,23 +234,10 @@ func TestRunningEdgeAdoptsTheSpoolOfOneThatDied(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
 
-	dead, err := openSpool(dir, "edge-dead")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []*eventsv1.UsageEvent
-	for i := uint64(1); i <= 10; i++ {
-		evs = append(evs, &eventsv1.UsageEvent{EdgeInstance: "edge-dead", Sequence: i, EventId: fmt.Sprintf("edge-dead:0:%d", i), KeyId: "k", Account: "a"})
-	}
-	if err := dead.append(evs); err != nil {
-		t.Fatal(err)
-	}
+	dead := spoolWith(t, dir, "edge-dead", 10)
 	dead.f.Close() // the process dies: its lock goes, its file stays
 
-	deadline := time.Now().Add(10 * time.Second)
-	for len(streamSequences(t, js)["edge-dead"]) < 10 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStored(t, js, "edge-dead", 10)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 )
 
@@ -20,6 +22,27 @@ func testEvents(instance string, first uint64, n int) []*eventsv1.UsageEvent {
 		evs[i].EventId = eventID(evs[i])
 	}
 	return evs
+}
+
+// spoolWith opens the spool of instance in dir holding its events 1 to n.
+func spoolWith(t *testing.T, dir, instance string, n int) *spool {
+	t.Helper()
+	sp, err := openSpool(dir, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.append(testEvents(instance, 1, n)); err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+// waitStored waits up to 10 s for the stream to hold n events of instance.
+func waitStored(t *testing.T, js jetstream.JetStream, instance string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(streamSequences(t, js)[instance]) < n && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // sequences lists the sequences of evs, in order.
@@ -49,13 +72,7 @@ func wantSequences(t *testing.T, what string, evs []*eventsv1.UsageEvent, first 
 func TestSpoolOpenedOnRecordsIsNotEmptyAndReplaysThem(t *testing.T) {
 	nc, js, ctx := usageBus(t)
 	dir := t.TempDir()
-	first, err := openSpool(dir, "edge-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.append(testEvents("edge-a", 1, 10)); err != nil {
-		t.Fatal(err)
-	}
+	first := spoolWith(t, dir, "edge-a", 10)
 	first.close()
 
 	again, err := openSpool(dir, "edge-a")
@@ -76,10 +93,7 @@ func TestSpoolOpenedOnRecordsIsNotEmptyAndReplaysThem(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(streamSequences(t, js)["edge-a"]) < 10 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStored(t, js, "edge-a", 10)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -93,13 +107,7 @@ func TestSpoolOpenedOnRecordsIsNotEmptyAndReplaysThem(t *testing.T) {
 // without it, and what is appended next is read back whole.
 func TestSpoolOpenedAfterATornWriteAppendsAfterTheLastWholeRecord(t *testing.T) {
 	dir := t.TempDir()
-	first, err := openSpool(dir, "edge-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.append(testEvents("edge-a", 1, 3)); err != nil {
-		t.Fatal(err)
-	}
+	first := spoolWith(t, dir, "edge-a", 3)
 	if _, err := first.f.Write([]byte{50, 1, 2, 3}); err != nil { // 50 bytes announced, 3 written
 		t.Fatal(err)
 	}
@@ -127,13 +135,7 @@ func TestSpoolOpenedAfterATornWriteAppendsAfterTheLastWholeRecord(t *testing.T) 
 // other, which adopts it once its process is gone (its spool closed).
 func TestLiveSpoolOfAnotherEdgeIsNotAdopted(t *testing.T) {
 	dir := t.TempDir()
-	other, err := openSpool(dir, "edge-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := other.append(testEvents("edge-b", 1, 3)); err != nil {
-		t.Fatal(err)
-	}
+	other := spoolWith(t, dir, "edge-b", 3)
 	own, err := openSpool(dir, "edge-a")
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +176,7 @@ func TestLiveSpoolOfAnotherEdgeIsNotAdopted(t *testing.T) {
 func TestOrphanIsAdoptedOnceByEdgesStartingTogether(t *testing.T) {
 	for round := range 20 {
 		dir := t.TempDir()
-		orphan, err := openSpool(dir, "edge-old")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := orphan.append(testEvents("edge-old", 1, 2000)); err != nil {
-			t.Fatal(err)
-		}
+		orphan := spoolWith(t, dir, "edge-old", 2000)
 		orphan.close()
 		var edges [3]*Publisher
 		for i := range edges {
