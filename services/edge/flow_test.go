@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -468,5 +469,47 @@ func TestServiceAnswersHeadersAndSizes(t *testing.T) {
 	res, body = do(t, e.url, "GET", "/v1/services/acme/raw/big", secret, "")
 	if res.StatusCode != 502 || !strings.Contains(body, "larger than this edge passes on") {
 		t.Fatalf("an answer over the bound: %d %q, want 502", res.StatusCode, body)
+	}
+}
+
+// An upstream that compresses its answer although the edge asked for
+// identity is still metered from its real usage; the client gets it plain.
+func TestGzippedAnswerIsMeteredFromItsUsage(t *testing.T) {
+	w := newWorld(t)
+	gz := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		w.mock.ServeHTTP(rec, r)
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write(rec.Body.Bytes()) //nolint:errcheck // a bytes.Buffer
+		zw.Close()
+		rw.Header().Set("Content-Type", rec.Header().Get("Content-Type"))
+		rw.Header().Set("Content-Encoding", "gzip")
+		rw.WriteHeader(rec.Code)
+		rw.Write(b.Bytes()) //nolint:errcheck // the test reads it
+	}))
+	t.Cleanup(gz.Close)
+	ctx := ctxT(t)
+	if err := w.catalog.PutService(ctx, &eventsv1.Service{Id: "acme/gz", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: gz.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-gz", Service: "acme/gz", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9, MaxOutputTokens: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	e := w.edge(nil)
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	for i, body := range []string{
+		strings.Replace(chatBody, "gpt-4", "gpt-gz", 1),
+		`{"model":"gpt-gz","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"max_tokens":16}`,
+	} {
+		res, got := do(t, e.url, "POST", "/v1/chat/completions", secret, body)
+		if res.StatusCode != 200 || !strings.Contains(got, `"prompt_tokens"`) || res.Header.Get("Content-Encoding") != "" {
+			t.Fatalf("request %d: %d %q (Content-Encoding %q), want the plain answer", i, res.StatusCode, got, res.Header.Get("Content-Encoding"))
+		}
+		ev := w.waitEvents(t, i+1)[i]
+		if ev.GetEstimated() || ev.GetOutputTokens() <= 0 {
+			t.Fatalf("request %d's event: %v, want the upstream's usage (not estimated)", i, ev)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -83,6 +84,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		return outcome{}, errors.Join(errUpstream, err)
 	}
 	defer res.Body.Close()
+	if err := gunzipAnswer(res); err != nil {
+		return outcome{}, errors.Join(errUpstream, err)
+	}
 
 	out := outcome{status: res.StatusCode}
 	if isEventStream(res.Header.Get("Content-Type")) {
@@ -136,6 +140,30 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		out.status = 499
 	}
 	return out, nil
+}
+
+// gunzipAnswer undoes a gzip Content-Encoding the upstream applied although
+// the edge asked for identity: usage is read from the bytes, and compressed
+// bytes would be metered as noise. The client gets the answer uncompressed.
+// Other encodings are passed on as they are (and metered as estimated).
+func gunzipAnswer(res *http.Response) error {
+	if !strings.EqualFold(res.Header.Get("Content-Encoding"), "gzip") {
+		return nil
+	}
+	zr, err := gzip.NewReader(res.Body)
+	if err == io.EOF {
+		return nil // no body (HEAD, 204, 304)
+	}
+	if err != nil {
+		return fmt.Errorf("the upstream's gzip answer: %w", err)
+	}
+	res.Body = struct {
+		io.Reader
+		io.Closer
+	}{zr, res.Body}
+	res.Header.Del("Content-Encoding")
+	res.ContentLength = -1
+	return nil
 }
 
 // copyResponseHeaders passes the upstream's answer headers on to the client,
