@@ -57,6 +57,17 @@ func (s *Store) put(ctx context.Context, key string, m proto.Message) error {
 // ErrNotFound is returned for a catalog entry that does not exist.
 var ErrNotFound = errors.New("catalog entry not found")
 
+// InUseError refuses to delete an entry others still refer to (a service
+// that models are served by).
+type InUseError struct {
+	What string
+	By   []string
+}
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("%s is still used by %s; delete or move those first", e.What, strings.Join(e.By, ", "))
+}
+
 // Delete removes an entry by its KV key.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if _, err := s.kv.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {

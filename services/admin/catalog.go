@@ -35,10 +35,15 @@ func (h *catalogHandler) mapErr(procedure string, err error) error {
 }
 
 // mayManage checks that p is an operator who may change account's services.
-func mayManage(p auth.Principal, serviceID string) error {
+// A malformed id is refused here, as an invalid field: without an account
+// there is nothing to check the caller against, and the store must never be
+// reached with it (ServiceKey would map "acme.openai" onto acme/openai).
+func mayManage(p auth.Principal, field, serviceID string) error {
 	acct, _, ok := catalog.SplitServiceID(serviceID)
 	if !ok {
-		return nil // validation reports the malformed id
+		var v keys.ValidationError
+		v.Add(field, "%q is not <account>/<service> in lower-case letters, digits, '_' or '-'", serviceID)
+		return &v
 	}
 	if p.Kind == auth.APIKey {
 		return fmt.Errorf("%w: only operators change the catalog", auth.ErrForbidden)
@@ -55,11 +60,11 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 		var v keys.ValidationError
 		svc := &eventsv1.Service{Id: in.GetId(), Adapter: in.GetAdapter(), BaseUrl: in.GetBaseUrl(), Credential: in.GetCredential(),
 			RequestPrice: catalog.ParsePrice("service.request_price", in.GetRequestPrice(), &v), UpdatedAt: timestamppb.New(h.now())}
-		if err := mayManage(p, svc.GetId()); err != nil {
+		v.Merge(catalog.ValidateService(svc)) // every field's problem at once
+		if err := v.Err(); err != nil {
 			return nil, err
 		}
-		v.Merge(catalog.ValidateService(svc))
-		if err := v.Err(); err != nil {
+		if err := mayManage(p, "id", svc.GetId()); err != nil {
 			return nil, err
 		}
 		if err := h.store.PutService(ctx, svc); err != nil {
@@ -88,8 +93,21 @@ func (h *catalogHandler) ListServices(ctx context.Context, req *connect.Request[
 
 func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request[adminv1.DeleteServiceRequest]) (*connect.Response[adminv1.DeleteServiceResponse], error) {
 	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteServiceRequest) (*adminv1.DeleteServiceResponse, error) {
-		if err := mayManage(p, r.GetId()); err != nil {
+		if err := mayManage(p, "id", r.GetId()); err != nil {
 			return nil, err
+		}
+		snap, err := h.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var users []string
+		for _, name := range snap.SortedModelNames() {
+			if snap.Models[name].GetService() == r.GetId() {
+				users = append(users, name)
+			}
+		}
+		if len(users) > 0 {
+			return nil, &catalog.InUseError{What: "service " + r.GetId(), By: users}
 		}
 		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, catalog.ServiceKey(r.GetId()))
 	})
@@ -103,11 +121,11 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 			InputPricePerMillion:  catalog.ParsePrice("model.input_price_per_million", in.GetInputPricePerMillion(), &v),
 			OutputPricePerMillion: catalog.ParsePrice("model.output_price_per_million", in.GetOutputPricePerMillion(), &v),
 			UpdatedAt:             timestamppb.New(h.now())}
-		if err := mayManage(p, m.GetService()); err != nil {
-			return nil, err
-		}
 		v.Merge(catalog.ValidateModel(m))
 		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		if err := mayManage(p, "model.service", m.GetService()); err != nil {
 			return nil, err
 		}
 		snap, err := h.store.Load(ctx)
@@ -121,7 +139,7 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		// A model name routes to one service: taking it from another
 		// account's service needs the right to manage that account too.
 		if old, ok := snap.Models[m.GetName()]; ok && old.GetService() != m.GetService() {
-			if err := mayManage(p, old.GetService()); err != nil {
+			if err := mayManage(p, "model.service", old.GetService()); err != nil {
 				return nil, fmt.Errorf("%w (model %q is served by %s)", err, m.GetName(), old.GetService())
 			}
 		}
@@ -157,7 +175,7 @@ func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[a
 		if !ok {
 			return nil, catalog.ErrNotFound
 		}
-		if err := mayManage(p, m.GetService()); err != nil {
+		if err := mayManage(p, "name", m.GetService()); err != nil {
 			return nil, err
 		}
 		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, catalog.ModelKey(r.GetName()))

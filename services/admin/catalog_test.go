@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,8 +65,26 @@ func TestCatalog(t *testing.T) {
 	if _, err := other.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("other account deleting a model: want PermissionDenied, got %v", err)
 	}
+	// A malformed id names no account to check the caller against: refused,
+	// never mapped onto a real service ("acme.openai" is acme/openai's KV key).
+	for _, id := range []string{"acme.openai", "", "acme"} {
+		if _, err := other.DeleteService(ctx, connect.NewRequest(&adminv1.DeleteServiceRequest{Id: id})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("deleting service %q as another account's operator: want InvalidArgument, got %v", id, err)
+		}
+	}
+	if _, err := other.DeleteService(ctx, connect.NewRequest(&adminv1.DeleteServiceRequest{Id: "acme/openai"})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("other account deleting a service: want PermissionDenied, got %v", err)
+	}
+	// A service that models are served by is not deleted under them.
+	if _, err := root.DeleteService(ctx, connect.NewRequest(&adminv1.DeleteServiceRequest{Id: "acme/openai"})); connect.CodeOf(err) != connect.CodeFailedPrecondition ||
+		!strings.Contains(err.Error(), "gpt-4o-mini") {
+		t.Errorf("deleting a service in use: want FailedPrecondition naming gpt-4o-mini, got %v", err)
+	}
 	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := root.DeleteService(ctx, connect.NewRequest(&adminv1.DeleteServiceRequest{Id: "acme/openai"})); err != nil {
+		t.Errorf("deleting the service once its models are gone: %v", err)
 	}
 	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("deleting twice: want NotFound, got %v", err)

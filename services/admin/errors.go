@@ -34,6 +34,7 @@ func classify(err error) errorKind {
 		ve *keys.ValidationError
 		ce *keys.ConflictError
 		se *keys.StateError
+		ue *catalog.InUseError
 	)
 	switch {
 	case errors.As(err, &ve):
@@ -42,7 +43,7 @@ func classify(err error) errorKind {
 		return kindNotFound
 	case errors.As(err, &ce):
 		return kindConflict
-	case errors.As(err, &se):
+	case errors.As(err, &se), errors.As(err, &ue):
 		return kindState
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return kindUnauthenticated
