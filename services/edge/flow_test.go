@@ -185,6 +185,11 @@ func TestAbandonedAndBrokenStreamsAreStillMetered(t *testing.T) {
 	if !ev.GetEstimated() || ev.GetOutputTokens() <= 0 {
 		t.Fatalf("broken stream: %v", ev)
 	}
+	// The edge added stream_options.include_usage upstream; the event counts
+	// what the client sent.
+	if ev.GetRequestBytes() != int64(len(body)) {
+		t.Fatalf("request_bytes %d, want the client's %d", ev.GetRequestBytes(), len(body))
+	}
 
 	// Upstream errors pass through and cost what they report (nothing here).
 	res2, body2 := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody, "X-Mock-Status", "429")

@@ -97,7 +97,7 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 		defer s.releaseOnPanic(e, res, c)
 		if req.Stream && (kind == llm.Chat || kind == llm.Completions) && !req.IncludeUsage {
 			if withUsage, err := llm.WithIncludeUsage(body); err == nil {
-				c.body, c.stripUsage = withUsage, true
+				c.body, c.stripUsage, c.clientBytes = withUsage, true, len(body)
 			}
 		}
 		out, err := s.forward(r.Context(), w, c)
@@ -130,7 +130,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	ev := &eventsv1.UsageEvent{
 		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
 		Endpoint: c.kind.String(), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Cost: cost,
-		RequestBytes: int64(len(c.body)), ResponseBytes: out.responseBytes, Status: int32(out.status),
+		RequestBytes: c.requestBytes(), ResponseBytes: out.responseBytes, Status: int32(out.status),
 		LatencyUs: now.Sub(start).Microseconds(), Streamed: out.streamed, Estimated: u.Estimated,
 	}
 	if model != nil {

@@ -31,6 +31,18 @@ type call struct {
 	inputEst   int64
 	// settled: the reservation has been settled (finish, or releaseOnPanic).
 	settled bool
+	// clientBytes is the size of the client's body when the edge rewrote it
+	// (include_usage added); 0: body is the client's.
+	clientBytes int
+}
+
+// requestBytes is the size of the body the client sent (the usage event's
+// request_bytes), whatever the edge added to it upstream.
+func (c *call) requestBytes() int64 {
+	if c.clientBytes > 0 {
+		return int64(c.clientBytes)
+	}
+	return int64(len(c.body))
 }
 
 // outcome is what happened upstream and at the client.
