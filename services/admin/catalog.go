@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -54,6 +56,39 @@ func mayManage(p auth.Principal, field, serviceID string) error {
 	return nil
 }
 
+// mayReference checks the credential reference of svc against what p may
+// point the edges at. The edges resolve a reference in their own environment
+// and file system, where every account's upstream credentials live: an
+// operator of one account who could name any variable or file could send
+// another account's credential to a base URL of its own. So an operator of
+// some accounts only may name environment variables of its account's
+// namespace, TOLLGATE_CRED_<ACCOUNT>_..., and no files; operators of the
+// whole deployment (the bootstrap token, or accounts ["*"]) may name any.
+func mayReference(p auth.Principal, svc *eventsv1.Service) error {
+	if p.Kind == auth.Bootstrap || slices.Contains(p.Accounts, "*") {
+		return nil
+	}
+	acct, _, _ := catalog.SplitServiceID(svc.GetId())
+	prefix := CredentialEnvPrefix(acct)
+	var v keys.ValidationError
+	switch src := svc.GetCredential().GetSource().(type) {
+	case *eventsv1.Credential_Env:
+		if !strings.HasPrefix(src.Env, prefix) {
+			v.Add("credential.env", "an operator of account %s may name only variables that start with %s (the edge's environment holds every account's credentials)", acct, prefix)
+		}
+	case *eventsv1.Credential_File:
+		v.Add("credential.file", "only operators of the whole deployment may name a file; use credential.env with a name that starts with %s", prefix)
+	}
+	return v.Err()
+}
+
+// CredentialEnvPrefix is the start of the environment variables an operator
+// of account may name as a service's credential: TOLLGATE_CRED_, the account
+// in upper case with '-' as '_', and '_'.
+func CredentialEnvPrefix(account string) string {
+	return "TOLLGATE_CRED_" + strings.ToUpper(strings.ReplaceAll(account, "-", "_")) + "_"
+}
+
 func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[adminv1.PutServiceRequest]) (*connect.Response[adminv1.PutServiceResponse], error) {
 	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.PutServiceRequest) (*adminv1.PutServiceResponse, error) {
 		in := r.GetService()
@@ -65,6 +100,9 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 			return nil, err
 		}
 		if err := mayManage(p, "id", svc.GetId()); err != nil {
+			return nil, err
+		}
+		if err := mayReference(p, svc); err != nil {
 			return nil, err
 		}
 		if err := h.store.PutService(ctx, svc); err != nil {

@@ -65,6 +65,28 @@ func TestCatalog(t *testing.T) {
 	if _, err := other.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("other account deleting a model: want PermissionDenied, got %v", err)
 	}
+	// An operator of one account may point its services only at credentials
+	// of its own namespace: the edges' environment holds every account's.
+	bob := ts.catalogClient(operatorJWT(t, "bob", "bob", time.Now().Add(time.Hour)))
+	for _, tt := range []struct {
+		cred *eventsv1.Credential
+		code connect.Code
+	}{
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "OPENAI_API_KEY"}}, connect.CodeInvalidArgument},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_ACME_OPENAI"}}, connect.CodeInvalidArgument},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_File{File: "/run/secrets/openai"}}, connect.CodeInvalidArgument},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_BOB_OPENAI"}}, connect.Code(0)},
+	} {
+		_, err := bob.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: &adminv1.Service{Id: "bob/x",
+			Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "https://evil.example", Credential: tt.cred}}))
+		if connect.CodeOf(err) != tt.code && !(tt.code == 0 && err == nil) {
+			t.Errorf("bob's operator naming %v: got %v, want code %v", tt.cred, err, tt.code)
+		}
+		if err != nil && !strings.Contains(err.Error(), "TOLLGATE_CRED_BOB_") {
+			t.Errorf("bob's operator naming %v: the error does not say what may be named: %v", tt.cred, err)
+		}
+	}
+
 	// A malformed id names no account to check the caller against: refused,
 	// never mapped onto a real service ("acme.openai" is acme/openai's KV key).
 	for _, id := range []string{"acme.openai", "", "acme"} {
