@@ -42,12 +42,17 @@ func SplitServiceID(id string) (account, service string, ok bool) {
 	return account, service, ok && segment.MatchString(account) && segment.MatchString(service)
 }
 
+// CheckServiceID adds to v, under field, why id is not "<account>/<service>".
+func CheckServiceID(field, id string, v *keys.ValidationError) {
+	if _, _, ok := SplitServiceID(id); !ok {
+		v.Add(field, "%q is not <account>/<service> in lower-case letters, digits, '_' or '-'", id)
+	}
+}
+
 // ValidateService checks a service entry field by field.
 func ValidateService(s *eventsv1.Service) error {
 	var v keys.ValidationError
-	if _, _, ok := SplitServiceID(s.GetId()); !ok {
-		v.Add("id", "%q is not <account>/<service> in lower-case letters, digits, '_' or '-'", s.GetId())
-	}
+	CheckServiceID("id", s.GetId(), &v)
 	switch s.GetAdapter() {
 	case eventsv1.Adapter_ADAPTER_OPENAI, eventsv1.Adapter_ADAPTER_ANTHROPIC, eventsv1.Adapter_ADAPTER_HTTP:
 	default:
@@ -99,9 +104,7 @@ func ValidateModel(m *eventsv1.Model) error {
 	if n := m.GetName(); n == "" || len(n) > maxModelName || strings.TrimSpace(n) != n || strings.ContainsAny(n, "\x00\n\r") {
 		v.Add("name", "must be 1 to %d characters without surrounding spaces", maxModelName)
 	}
-	if _, _, ok := SplitServiceID(m.GetService()); !ok {
-		v.Add("service", "%q is not <account>/<service>", m.GetService())
-	}
+	CheckServiceID("service", m.GetService(), &v)
 	for field, p := range map[string]int64{"input_price_per_million": m.GetInputPricePerMillion(), "output_price_per_million": m.GetOutputPricePerMillion()} {
 		if p < 0 || p > maxModelPrice {
 			v.Add(field, "must be between 0 and 1000000 dollars")

@@ -44,7 +44,7 @@ func mayManage(p auth.Principal, field, serviceID string) error {
 	acct, _, ok := catalog.SplitServiceID(serviceID)
 	if !ok {
 		var v keys.ValidationError
-		v.Add(field, "%q is not <account>/<service> in lower-case letters, digits, '_' or '-'", serviceID)
+		catalog.CheckServiceID(field, serviceID, &v)
 		return &v
 	}
 	if p.Kind == auth.APIKey {
@@ -69,7 +69,7 @@ func mayReference(p auth.Principal, svc *eventsv1.Service) error {
 		return nil
 	}
 	acct, _, _ := catalog.SplitServiceID(svc.GetId())
-	prefix := CredentialEnvPrefix(acct)
+	prefix := credentialEnvPrefix(acct)
 	var v keys.ValidationError
 	switch src := svc.GetCredential().GetSource().(type) {
 	case *eventsv1.Credential_Env:
@@ -82,10 +82,10 @@ func mayReference(p auth.Principal, svc *eventsv1.Service) error {
 	return v.Err()
 }
 
-// CredentialEnvPrefix is the start of the environment variables an operator
+// credentialEnvPrefix is the start of the environment variables an operator
 // of account may name as a service's credential: TOLLGATE_CRED_, the account
 // in upper case with '-' as '_', and '_'.
-func CredentialEnvPrefix(account string) string {
+func credentialEnvPrefix(account string) string {
 	return "TOLLGATE_CRED_" + strings.ToUpper(strings.ReplaceAll(account, "-", "_")) + "_"
 }
 

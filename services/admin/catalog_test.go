@@ -69,21 +69,21 @@ func TestCatalog(t *testing.T) {
 	// of its own namespace: the edges' environment holds every account's.
 	bob := ts.catalogClient(operatorJWT(t, "bob", "bob", time.Now().Add(time.Hour)))
 	for _, tt := range []struct {
-		cred *eventsv1.Credential
-		code connect.Code
+		cred    *eventsv1.Credential
+		allowed bool
 	}{
-		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "OPENAI_API_KEY"}}, connect.CodeInvalidArgument},
-		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_ACME_OPENAI"}}, connect.CodeInvalidArgument},
-		{&eventsv1.Credential{Source: &eventsv1.Credential_File{File: "/run/secrets/openai"}}, connect.CodeInvalidArgument},
-		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_BOB_OPENAI"}}, connect.Code(0)},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "OPENAI_API_KEY"}}, false},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_ACME_OPENAI"}}, false},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_File{File: "/run/secrets/openai"}}, false},
+		{&eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "TOLLGATE_CRED_BOB_OPENAI"}}, true},
 	} {
 		_, err := bob.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: &adminv1.Service{Id: "bob/x",
 			Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "https://evil.example", Credential: tt.cred}}))
-		if connect.CodeOf(err) != tt.code && !(tt.code == 0 && err == nil) {
-			t.Errorf("bob's operator naming %v: got %v, want code %v", tt.cred, err, tt.code)
-		}
-		if err != nil && !strings.Contains(err.Error(), "TOLLGATE_CRED_BOB_") {
-			t.Errorf("bob's operator naming %v: the error does not say what may be named: %v", tt.cred, err)
+		switch {
+		case tt.allowed && err != nil:
+			t.Errorf("bob's operator naming %v: %v, want it allowed", tt.cred, err)
+		case !tt.allowed && (connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "TOLLGATE_CRED_BOB_")):
+			t.Errorf("bob's operator naming %v: %v, want InvalidArgument saying what may be named (TOLLGATE_CRED_BOB_...)", tt.cred, err)
 		}
 	}
 

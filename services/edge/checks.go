@@ -25,8 +25,9 @@ import (
 // authenticate finds the key; unknown, revoked and expired keys get 401 with
 // codes that tell them apart.
 //
-// Until the keys and the catalog are loaded (just after a start, or while the
-// bus has not been reached yet) it answers 503 with Retry-After instead: a
+// Until the edge has loaded what it serves from (Server.loading: just after
+// a start, or while the bus has not been reached yet) it answers 503 with
+// Retry-After instead: a
 // valid key must not be told it is invalid because this edge has not read it
 // yet.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, kind llm.Kind, now time.Time) (*keyring.Entry, bool) {

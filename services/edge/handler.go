@@ -93,11 +93,11 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		c := &call{kind: kind, svc: svc, method: http.MethodPost, path: path, body: body, inHeader: r.Header, inputEst: req.InputTokensEstimate}
+		c := &call{kind: kind, svc: svc, method: http.MethodPost, path: path, body: body, requestBytes: int64(len(body)), inHeader: r.Header, inputEst: req.InputTokensEstimate}
 		defer s.releaseOnPanic(e, res, c)
 		if req.Stream && (kind == llm.Chat || kind == llm.Completions) && !req.IncludeUsage {
 			if withUsage, err := llm.WithIncludeUsage(body); err == nil {
-				c.body, c.stripUsage, c.clientBytes = withUsage, true, len(body)
+				c.body, c.stripUsage = withUsage, true
 			}
 		}
 		out, err := s.forward(r.Context(), w, c)
@@ -130,7 +130,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	ev := &eventsv1.UsageEvent{
 		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
 		Endpoint: c.kind.String(), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Cost: cost,
-		RequestBytes: c.requestBytes(), ResponseBytes: out.responseBytes, Status: int32(out.status),
+		RequestBytes: c.requestBytes, ResponseBytes: out.responseBytes, Status: int32(out.status),
 		LatencyUs: now.Sub(start).Microseconds(), Streamed: out.streamed, Estimated: u.Estimated,
 	}
 	if model != nil {
@@ -162,10 +162,8 @@ func (s *Server) releaseOnPanic(e *keyring.Entry, res limits.Reservation, c *cal
 	}
 	st := e.State
 	st.Mu.Lock()
-	if !c.settled {
-		st.Limits.Settle(res, limits.Usage{Requests: 1}, time.Now())
-		c.settled = true
-	}
+	st.Limits.Settle(res, limits.Usage{Requests: 1}, time.Now())
+	c.settled = true
 	st.Mu.Unlock()
 	s.log.Error("edge: a request panicked; its reservation is released", "key", e.Key.GetId(), "panic", fmt.Sprint(p))
 	panic(p)
@@ -285,7 +283,7 @@ func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c := &call{kind: kind, svc: svc, method: r.Method, path: "/" + r.PathValue("path"), query: r.URL.RawQuery, body: body, inHeader: r.Header}
+	c := &call{kind: kind, svc: svc, method: r.Method, path: "/" + r.PathValue("path"), query: r.URL.RawQuery, body: body, requestBytes: int64(len(body)), inHeader: r.Header}
 	defer s.releaseOnPanic(e, res, c)
 	out, err := s.forward(r.Context(), w, c)
 	s.finish(w, r, e, res, c, nil, out, err, start)

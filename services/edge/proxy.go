@@ -31,18 +31,9 @@ type call struct {
 	inputEst   int64
 	// settled: the reservation has been settled (finish, or releaseOnPanic).
 	settled bool
-	// clientBytes is the size of the client's body when the edge rewrote it
-	// (include_usage added); 0: body is the client's.
-	clientBytes int
-}
-
-// requestBytes is the size of the body the client sent (the usage event's
-// request_bytes), whatever the edge added to it upstream.
-func (c *call) requestBytes() int64 {
-	if c.clientBytes > 0 {
-		return int64(c.clientBytes)
-	}
-	return int64(len(c.body))
+	// requestBytes is the size of the body the client sent (the usage
+	// event's request_bytes), whatever the edge adds to it upstream.
+	requestBytes int64
 }
 
 // outcome is what happened upstream and at the client.
@@ -179,8 +170,7 @@ func gunzipAnswer(res *http.Response) error {
 }
 
 // copyResponseHeaders passes the upstream's answer headers on to the client,
-// but for those droppedResponseHeader names (hop-by-hop, framing, and the
-// provider's own rate limits).
+// but for those droppedResponseHeader names.
 func copyResponseHeaders(h, upstream http.Header) {
 	for name, v := range upstream {
 		if !droppedResponseHeader(name) {

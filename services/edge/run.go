@@ -102,12 +102,28 @@ func (s *Server) Instance() string { return s.usage.Instance() }
 // Handler serves the proxy (for in-memory tests and benchmarks).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// WaitReady waits until the keys and the catalog that existed at start are
-// loaded.
+// loadStep is one thing the edge reads before it serves, closed once read.
+type loadStep struct {
+	what string // for /readyz while it is not
+	done <-chan struct{}
+}
+
+// loading is what the edge reads once before it serves: the keys, their
+// balances and the catalog that existed at start, and the USAGE stream.
+func (s *Server) loading() []loadStep {
+	return []loadStep{
+		{"keys: loading", s.keys.Ready()},
+		{"balances: loading", s.keys.BalancesReady()},
+		{"catalog: loading", s.catalog.Ready()},
+		{"usage stream: not reached yet", s.usageReady},
+	}
+}
+
+// WaitReady waits until everything in loading is loaded.
 func (s *Server) WaitReady(ctx context.Context) error {
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready(), s.usageReady} {
+	for _, l := range s.loading() {
 		select {
-		case <-ch:
+		case <-l.done:
 		case <-ctx.Done():
 			return fmt.Errorf("edge not ready: %w", ctx.Err())
 		}
@@ -115,49 +131,37 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// loaded reports whether the keys, their balances and the catalog have been
-// read once; from
-// then on it stays true (a lost bus keeps what was loaded).
+// loaded reports whether everything in loading has been loaded once; from
+// then on it stays true (a lost bus keeps what was loaded), and costs one
+// atomic load per request.
 func (s *Server) loaded() bool {
 	if s.isLoaded.Load() {
 		return true
 	}
-	for _, ch := range []<-chan struct{}{s.keys.Ready(), s.keys.BalancesReady(), s.catalog.Ready(), s.usageReady} {
-		select {
-		case <-ch:
-		default:
-			return false
-		}
+	if s.notLoaded() != "" {
+		return false
 	}
 	s.isLoaded.Store(true)
 	return true
 }
 
+// notLoaded names the first thing in loading not loaded yet ("" when none).
+func (s *Server) notLoaded() string {
+	for _, l := range s.loading() {
+		select {
+		case <-l.done:
+		default:
+			return l.what
+		}
+	}
+	return ""
+}
+
 func (s *Server) busUp() bool { return s.nc.Status() == nats.CONNECTED }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
-	select {
-	case <-s.keys.Ready():
-	default:
-		http.Error(w, "keys: loading", http.StatusServiceUnavailable)
-		return
-	}
-	select {
-	case <-s.keys.BalancesReady():
-	default:
-		http.Error(w, "balances: loading", http.StatusServiceUnavailable)
-		return
-	}
-	select {
-	case <-s.catalog.Ready():
-	default:
-		http.Error(w, "catalog: loading", http.StatusServiceUnavailable)
-		return
-	}
-	select {
-	case <-s.usageReady:
-	default:
-		http.Error(w, "usage stream: not reached yet", http.StatusServiceUnavailable)
+	if what := s.notLoaded(); what != "" {
+		http.Error(w, what, http.StatusServiceUnavailable)
 		return
 	}
 	if !s.busUp() && s.cfg.FailClosed {
@@ -219,9 +223,6 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// httpServer is the server of the client-facing listener: the edge's own
-// HTTP/1.1 server (h1.Server; HTTP/2 without TLS goes on to net/http's), or
-// net/http's for everything with --http-server net/http.
 // watchCatalog opens the CATALOG bucket (creating it if need be) and keeps
 // the edge's view of it current. It runs as a follower: an edge started while
 // the bus is away comes up, answers 503 not_ready, and loads the catalog once
@@ -285,6 +286,9 @@ func (s *Server) track(next http.Handler) http.Handler {
 	})
 }
 
+// httpServer is the server of the client-facing listener: the edge's own
+// HTTP/1.1 server (h1.Server; HTTP/2 without TLS goes on to net/http's), or
+// net/http's for everything with --http-server net/http.
 func (s *Server) httpServer() interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error

@@ -57,11 +57,10 @@ func (p *progress) Seen(seq uint64) bool {
 // would start this edge with full limits, whatever it had spent.
 func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string) {
 	r.mu.Lock()
-	r.inst = instance
 	e, ok := r.byID[kb.GetKeyId()]
 	if !ok {
-		if prev := r.early[kb.GetKeyId()]; prev == nil || kb.GetUpdatedAt().AsTime().After(prev.GetUpdatedAt().AsTime()) {
-			r.early[kb.GetKeyId()] = kb
+		if prev, had := r.early[kb.GetKeyId()]; !had || kb.GetUpdatedAt().AsTime().After(prev.kb.GetUpdatedAt().AsTime()) {
+			r.early[kb.GetKeyId()] = earlyBalance{kb: kb, instance: instance}
 		}
 		r.mu.Unlock()
 		return
@@ -70,11 +69,10 @@ func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string) {
 	applyBalance(e.State, kb, instance)
 }
 
-// instance is the edge instance balances were applied for (see ApplyBalance).
-func (r *Ring) instance() string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.inst
+// earlyBalance is a balance that came before its key (Ring.early).
+type earlyBalance struct {
+	kb       *eventsv1.KeyBalance
+	instance string
 }
 
 func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string) {
@@ -126,7 +124,7 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 				return fmt.Errorf("watch %s: closed", bus.BalancesBucket)
 			}
 			if e == nil { // the balances that existed at start are all in
-				r.markBalancesReady()
+				closeOnce(r.balancesReady)
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {
@@ -139,13 +137,5 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 			}
 			r.ApplyBalance(kb, instance)
 		}
-	}
-}
-
-func (r *Ring) markBalancesReady() {
-	select {
-	case <-r.balancesReady:
-	default:
-		close(r.balancesReady)
 	}
 }

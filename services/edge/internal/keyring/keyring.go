@@ -81,8 +81,7 @@ type Ring struct {
 	byID   map[string]*Entry
 	// early holds the latest balance of each key not loaded yet (KEYS and
 	// BALANCES are read side by side at start); Apply applies it.
-	early map[string]*eventsv1.KeyBalance
-	inst  string // the edge instance of ApplyBalance calls
+	early map[string]earlyBalance
 
 	pos           atomic.Uint64
 	ready         chan struct{}
@@ -92,7 +91,7 @@ type Ring struct {
 // New returns an empty Ring for secrets hashed under pepper.
 func New(pepper []byte, log *slog.Logger) *Ring {
 	r := &Ring{pepper: append([]byte(nil), pepper...), log: log, byHash: map[[32]byte]*Entry{},
-		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, early: map[string]*eventsv1.KeyBalance{},
+		grace: map[[32]byte]graceSecret{}, byID: map[string]*Entry{}, early: map[string]earlyBalance{},
 		ready: make(chan struct{}), balancesReady: make(chan struct{})}
 	r.pool.New = func() any { return &hasher{h: hmac.New(sha256.New, r.pepper)} }
 	return r
@@ -198,7 +197,7 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 	} else {
 		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
 	}
-	early := r.early[k.GetId()]
+	early, hasEarly := r.early[k.GetId()]
 	delete(r.early, k.GetId())
 	r.byID[k.GetId()] = e
 	if s := k.GetSecret(); len(s.GetHash()) == 32 {
@@ -210,8 +209,8 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 		}
 	}
 	r.mu.Unlock()
-	if early != nil {
-		applyBalance(e.State, early, r.instance())
+	if hasEarly {
+		applyBalance(e.State, early.kb, early.instance)
 	}
 }
 
@@ -244,7 +243,7 @@ func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
 	}
 	target := info.State.LastSeq
 	if target == 0 {
-		r.markReady()
+		closeOnce(r.ready)
 	}
 	cons, err := js.OrderedConsumer(ctx, bus.KeysStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.KeysSubjectPrefix + ">"},
@@ -278,17 +277,19 @@ func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
 		if md, err := msg.Metadata(); err == nil {
 			r.pos.Store(md.Sequence.Stream)
 			if md.Sequence.Stream >= target {
-				r.markReady()
+				closeOnce(r.ready)
 			}
 		}
 	}
 }
 
-func (r *Ring) markReady() {
+// closeOnce closes ch unless it is closed already (a restarted follower
+// reaches its "loaded" point again).
+func closeOnce(ch chan struct{}) {
 	select {
-	case <-r.ready:
+	case <-ch:
 	default:
-		close(r.ready)
+		close(ch)
 	}
 }
 
