@@ -211,8 +211,10 @@ func (s *Server) Close() error {
 	s.beginShutdown()
 	s.mu.Lock()
 	for c := range s.conns {
-		c.cancel()
+		// The connection first: a handler that its cancelled context
+		// wakes must find it closed, not answer on it.
 		c.nc.Close()
+		c.cancel()
 	}
 	s.mu.Unlock()
 	if s.Fallback != nil {
