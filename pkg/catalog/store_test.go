@@ -78,9 +78,9 @@ func TestViewFollowsChangesWithoutRestart(t *testing.T) {
 		var err error
 		switch x := x.(type) {
 		case *eventsv1.Service:
-			err = s.PutService(ctx, x)
+			err = s.PutService(ctx, x, By("test"))
 		case *eventsv1.Model:
-			err = s.PutModel(ctx, x)
+			err = s.PutModel(ctx, x, By("test"), Unconditional)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -101,12 +101,12 @@ func TestViewFollowsChangesWithoutRestart(t *testing.T) {
 	put(&eventsv1.Model{Name: "gpt-4o-mini", Service: "acme/openai", InputPricePerMillion: 15e7})
 	eventually(t, "the added model", func(s *Snapshot) bool { return price(s, "gpt-4o-mini") == 15e7 }, v)
 
-	if err := s.Delete(ctx, ModelKey("gpt-4o-mini")); err != nil {
+	if err := s.Delete(ctx, ModelKey("gpt-4o-mini"), By("test"), Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the model deleted", func(s *Snapshot) bool { return price(s, "gpt-4o-mini") == -1 }, v)
 
-	if err := s.Delete(ctx, ServiceKey("acme/openai")); err != nil {
+	if err := s.Delete(ctx, ServiceKey("acme/openai"), By("test"), Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	// The model still names the service, but a model without its service is
@@ -119,14 +119,14 @@ func TestViewFollowsChangesWithoutRestart(t *testing.T) {
 // changed and what was deleted meanwhile, and must not close Ready again.
 func TestWatchAgainAfterAWatchEnded(t *testing.T) {
 	s, ctx := openStore(t)
-	if err := s.PutService(ctx, &eventsv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "http://127.0.0.1:1"}); err != nil {
+	if err := s.PutService(ctx, &eventsv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "http://127.0.0.1:1"}, By("test")); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []*eventsv1.Model{
 		{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 30e9},
 		{Name: "gpt-3.5-turbo", Service: "acme/openai", InputPricePerMillion: 5e8},
 	} {
-		if err := s.PutModel(ctx, m); err != nil {
+		if err := s.PutModel(ctx, m, By("test"), Unconditional); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -134,10 +134,10 @@ func TestWatchAgainAfterAWatchEnded(t *testing.T) {
 	watch(t, ctx, v, s)() // loaded, then ended
 
 	// While nobody watches: a price changes and a model goes.
-	if err := s.PutModel(ctx, &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 20e9}); err != nil {
+	if err := s.PutModel(ctx, &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 20e9}, By("test"), Unconditional); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delete(ctx, ModelKey("gpt-3.5-turbo")); err != nil {
+	if err := s.Delete(ctx, ModelKey("gpt-3.5-turbo"), By("test"), Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	defer watch(t, ctx, v, s)()

@@ -527,14 +527,14 @@ func seed(ctx context.Context, natsURL, pepper, mockURL string, withLimits bool)
 	if err != nil {
 		return "", err
 	}
-	if err := store.PutService(ctx, &eventsv1.Service{Id: "loadtest/mock", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: mockURL}); err != nil {
+	if err := store.PutService(ctx, &eventsv1.Service{Id: "loadtest/mock", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: mockURL}, catalog.By("loadtest")); err != nil {
 		return "", err
 	}
 	for _, m := range []*eventsv1.Model{
 		{Name: "gpt-4o-mini", Service: "loadtest/mock", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 16384},
 		{Name: "gpt-4o", Service: "loadtest/mock", InputPricePerMillion: 25e8, OutputPricePerMillion: 1e10, MaxOutputTokens: 16384},
 	} {
-		if err := store.PutModel(ctx, m); err != nil {
+		if err := store.PutModel(ctx, m, catalog.By("loadtest"), catalog.Unconditional); err != nil {
 			return "", err
 		}
 	}

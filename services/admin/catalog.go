@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,7 +95,7 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 		in := r.GetService()
 		var v keys.ValidationError
 		svc := &eventsv1.Service{Id: in.GetId(), Adapter: in.GetAdapter(), BaseUrl: in.GetBaseUrl(), Credential: in.GetCredential(),
-			RequestPrice: catalog.ParsePrice("service.request_price", in.GetRequestPrice(), &v), UpdatedAt: timestamppb.New(h.now())}
+			RequestPrice: catalog.ParsePrice("service.request_price", in.GetRequestPrice(), &v)}
 		v.Merge(catalog.ValidateService(svc)) // every field's problem at once
 		if err := v.Err(); err != nil {
 			return nil, err
@@ -105,7 +106,7 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 		if err := mayReference(p, svc); err != nil {
 			return nil, err
 		}
-		if err := h.store.PutService(ctx, svc); err != nil {
+		if err := h.store.PutService(ctx, svc, h.change(p)); err != nil {
 			return nil, err
 		}
 		return &adminv1.PutServiceResponse{Service: apiService(svc)}, nil
@@ -134,6 +135,11 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 		if err := mayManage(p, "id", r.GetId()); err != nil {
 			return nil, err
 		}
+		key := catalog.ServiceKey(r.GetId())
+		rev, _, err := h.store.Revision(ctx, key)
+		if err != nil {
+			return nil, err
+		}
 		snap, err := h.store.Load(ctx)
 		if err != nil {
 			return nil, err
@@ -147,7 +153,7 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 		if len(users) > 0 {
 			return nil, &catalog.InUseError{What: "service " + r.GetId(), By: users}
 		}
-		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, catalog.ServiceKey(r.GetId()))
+		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, key, h.change(p), rev)
 	})
 }
 
@@ -157,13 +163,19 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		var v keys.ValidationError
 		m := &eventsv1.Model{Name: in.GetName(), Service: in.GetService(), MaxOutputTokens: in.GetMaxOutputTokens(),
 			InputPricePerMillion:  catalog.ParsePrice("model.input_price_per_million", in.GetInputPricePerMillion(), &v),
-			OutputPricePerMillion: catalog.ParsePrice("model.output_price_per_million", in.GetOutputPricePerMillion(), &v),
-			UpdatedAt:             timestamppb.New(h.now())}
+			OutputPricePerMillion: catalog.ParsePrice("model.output_price_per_million", in.GetOutputPricePerMillion(), &v)}
 		v.Merge(catalog.ValidateModel(m))
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
 		if err := mayManage(p, "model.service", m.GetService()); err != nil {
+			return nil, err
+		}
+		// The checks below read the catalog; the write happens only if the
+		// model is still as it was before they did (another PutModel could
+		// take the name meanwhile).
+		rev, _, err := h.store.Revision(ctx, catalog.ModelKey(m.GetName()))
+		if err != nil {
 			return nil, err
 		}
 		snap, err := h.store.Load(ctx)
@@ -181,7 +193,7 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 				return nil, fmt.Errorf("%w (model %q is served by %s)", err, m.GetName(), old.GetService())
 			}
 		}
-		if err := h.store.PutModel(ctx, m); err != nil {
+		if err := h.store.PutModel(ctx, m, h.change(p), rev); err != nil {
 			return nil, err
 		}
 		return &adminv1.PutModelResponse{Model: apiModel(m)}, nil
@@ -205,6 +217,12 @@ func (h *catalogHandler) ListModels(ctx context.Context, req *connect.Request[ad
 
 func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[adminv1.DeleteModelRequest]) (*connect.Response[adminv1.DeleteModelResponse], error) {
 	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
+		// Deleted only if still served by the service checked below.
+		key := catalog.ModelKey(r.GetName())
+		rev, _, err := h.store.Revision(ctx, key)
+		if err != nil {
+			return nil, err
+		}
 		snap, err := h.store.Load(ctx)
 		if err != nil {
 			return nil, err
@@ -216,17 +234,75 @@ func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[a
 		if err := mayManage(p, "name", m.GetService()); err != nil {
 			return nil, err
 		}
-		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, catalog.ModelKey(r.GetName()))
+		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, key, h.change(p), rev)
+	})
+}
+
+// change is a write made now by p.
+func (h *catalogHandler) change(p auth.Principal) catalog.Change {
+	return catalog.Change{Actor: p.Actor(), At: h.now()}
+}
+
+func (h *catalogHandler) ListCatalogChanges(ctx context.Context, req *connect.Request[adminv1.ListCatalogChangesRequest]) (*connect.Response[adminv1.ListCatalogChangesResponse], error) {
+	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.ListCatalogChangesRequest) (*adminv1.ListCatalogChangesResponse, error) {
+		if p.Kind == auth.APIKey {
+			return nil, fmt.Errorf("%w: only operators read the catalog's changes", auth.ErrForbidden)
+		}
+		acct := r.GetAccount()
+		if acct != "" && !p.MayRead(acct) {
+			return nil, fmt.Errorf("%w: account %q is not yours", auth.ErrForbidden, acct)
+		}
+		var v keys.ValidationError
+		size := r.GetPageSize()
+		if size == 0 {
+			size = 100
+		}
+		if size < 0 || size > 1000 {
+			v.Add("page_size", "must be between 1 and 1000 (0 for 100)")
+		}
+		var from uint64
+		if t := r.GetPageToken(); t != "" {
+			n, err := strconv.ParseUint(t, 10, 64)
+			if err != nil {
+				v.Add("page_token", "%q is not a next_page_token of ListCatalogChanges; leave it empty to start from the oldest change", t)
+			}
+			from = n
+		}
+		if err := v.Err(); err != nil {
+			return nil, err
+		}
+		recs, next, err := h.store.Changes(ctx, from, int(size), func(rec *catalog.Record) bool {
+			if acct != "" {
+				return rec.Account == acct
+			}
+			return p.MayRead(rec.Account)
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := &adminv1.ListCatalogChangesResponse{NextPageToken: strconv.FormatUint(next, 10)}
+		for _, rec := range recs {
+			c := &adminv1.CatalogChange{Sequence: rec.Sequence, EventId: rec.EventID, OccurredAt: timestamppb.New(rec.At),
+				Actor: rec.Actor, Account: rec.Account, Kind: rec.Kind, Id: rec.ID, Deleted: rec.Deleted}
+			if rec.Service != nil {
+				c.Service = apiService(rec.Service)
+			}
+			if rec.Model != nil {
+				c.Model = apiModel(rec.Model)
+			}
+			out.Changes = append(out.Changes, c)
+		}
+		return out, nil
 	})
 }
 
 func apiService(s *eventsv1.Service) *adminv1.Service {
 	return &adminv1.Service{Id: s.GetId(), Adapter: s.GetAdapter(), BaseUrl: s.GetBaseUrl(), Credential: s.GetCredential(),
-		RequestPrice: catalog.FormatPrice(s.GetRequestPrice())}
+		RequestPrice: catalog.FormatPrice(s.GetRequestPrice()), UpdatedAt: s.GetUpdatedAt(), UpdatedBy: s.GetUpdatedBy()}
 }
 
 func apiModel(m *eventsv1.Model) *adminv1.Model {
 	return &adminv1.Model{Name: m.GetName(), Service: m.GetService(), MaxOutputTokens: m.GetMaxOutputTokens(),
 		InputPricePerMillion:  catalog.FormatPrice(m.GetInputPricePerMillion()),
-		OutputPricePerMillion: catalog.FormatPrice(m.GetOutputPricePerMillion())}
+		OutputPricePerMillion: catalog.FormatPrice(m.GetOutputPricePerMillion()), UpdatedAt: m.GetUpdatedAt(), UpdatedBy: m.GetUpdatedBy()}
 }

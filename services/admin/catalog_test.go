@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,103 @@ func TestCatalog(t *testing.T) {
 	}
 	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "gpt-4o-mini"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("deleting twice: want NotFound, got %v", err)
+	}
+}
+
+// Every change of the catalog is kept with its actor (DESIGN.md section 8:
+// every mutation is audited), and each operator reads the changes of the
+// accounts it may read.
+func TestCatalogChangesNameTheirActor(t *testing.T) {
+	ts := newAdmin(t)
+	ctx := ctxT(t)
+	root := ts.catalogClient(testToken)
+	bob := ts.catalogClient(operatorJWT(t, "bob", "bob", time.Now().Add(time.Hour)))
+	put := func(c adminv1connect.CatalogServiceClient, id string) {
+		t.Helper()
+		if _, err := c.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: &adminv1.Service{Id: id,
+			Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "https://api.openai.com"}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(root, "acme/openai")
+	put(bob, "bob/openai")
+	if _, err := bob.PutModel(ctx, connect.NewRequest(&adminv1.PutModelRequest{Model: &adminv1.Model{Name: "bob-4", Service: "bob/openai",
+		InputPricePerMillion: "1", OutputPricePerMillion: "2", MaxOutputTokens: 100}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.DeleteModel(ctx, connect.NewRequest(&adminv1.DeleteModelRequest{Name: "bob-4"})); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lists show who made the last change.
+	svcs, err := root.ListServices(ctx, connect.NewRequest(&adminv1.ListServicesRequest{}))
+	if err != nil || len(svcs.Msg.GetServices()) != 2 {
+		t.Fatalf("list services: %v %v", svcs, err)
+	}
+	for _, s := range svcs.Msg.GetServices() {
+		want := map[string]string{"acme/openai": "bootstrap", "bob/openai": "operator:bob"}[s.GetId()]
+		if s.GetUpdatedBy() != want || s.GetUpdatedAt() == nil {
+			t.Errorf("%s: updated by %q at %v, want %q", s.GetId(), s.GetUpdatedBy(), s.GetUpdatedAt(), want)
+		}
+	}
+
+	type change struct {
+		actor, account, kind, id string
+		deleted                  bool
+	}
+	read := func(c adminv1connect.CatalogServiceClient, req *adminv1.ListCatalogChangesRequest) ([]change, string) {
+		t.Helper()
+		res, err := c.ListCatalogChanges(ctx, connect.NewRequest(req))
+		if err != nil {
+			t.Fatalf("list changes %v: %v", req, err)
+		}
+		var got []change
+		for _, ch := range res.Msg.GetChanges() {
+			if ch.GetEventId() == "" || ch.GetOccurredAt() == nil || (ch.GetService() == nil && ch.GetModel() == nil) != ch.GetDeleted() {
+				t.Errorf("incomplete change: %v", ch)
+			}
+			got = append(got, change{ch.GetActor(), ch.GetAccount(), ch.GetKind(), ch.GetId(), ch.GetDeleted()})
+		}
+		return got, res.Msg.GetNextPageToken()
+	}
+	all := []change{
+		{"bootstrap", "acme", "service", "acme/openai", false},
+		{"operator:bob", "bob", "service", "bob/openai", false},
+		{"operator:bob", "bob", "model", "bob-4", false},
+		{"bootstrap", "bob", "model", "bob-4", true},
+	}
+	if got, _ := read(root, &adminv1.ListCatalogChangesRequest{}); !slices.Equal(got, all) {
+		t.Errorf("every change, as the bootstrap operator:\n got %v\nwant %v", got, all)
+	}
+	if got, _ := read(bob, &adminv1.ListCatalogChangesRequest{}); !slices.Equal(got, all[1:]) {
+		t.Errorf("bob's changes, as bob:\n got %v\nwant %v", got, all[1:])
+	}
+	// Pages: two, then the rest; the last page's token reads what comes later.
+	first, next := read(root, &adminv1.ListCatalogChangesRequest{PageSize: 2})
+	rest, last := read(root, &adminv1.ListCatalogChangesRequest{PageToken: next})
+	if !slices.Equal(append(first, rest...), all) || last == "" {
+		t.Errorf("two pages: %v then %v (next %q)", first, rest, last)
+	}
+	put(root, "acme/anthropic")
+	if later, _ := read(root, &adminv1.ListCatalogChangesRequest{PageToken: last}); len(later) != 1 || later[0].id != "acme/anthropic" {
+		t.Errorf("after the last page: %v, want the change made since", later)
+	}
+
+	key := mustCreate(t, ts.client(testToken), &adminv1.CreateKeyRequest{Account: "acme", Key: &adminv1.KeySettings{Name: "reader",
+		Permissions: []eventsv1.Permission{eventsv1.Permission_PERMISSION_READ}}}).GetSecret()
+	for _, tt := range []struct {
+		name string
+		c    adminv1connect.CatalogServiceClient
+		req  *adminv1.ListCatalogChangesRequest
+		code connect.Code
+	}{
+		{"an API key", ts.catalogClient(key), &adminv1.ListCatalogChangesRequest{}, connect.CodePermissionDenied},
+		{"another account", bob, &adminv1.ListCatalogChangesRequest{Account: "acme"}, connect.CodePermissionDenied},
+		{"a bad token", root, &adminv1.ListCatalogChangesRequest{PageToken: "x"}, connect.CodeInvalidArgument},
+		{"a page too large", root, &adminv1.ListCatalogChangesRequest{PageSize: 1001}, connect.CodeInvalidArgument},
+	} {
+		if _, err := tt.c.ListCatalogChanges(ctx, connect.NewRequest(tt.req)); connect.CodeOf(err) != tt.code {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.code)
+		}
 	}
 }

@@ -41,7 +41,7 @@ func classify(err error) errorKind {
 		return kindInvalid
 	case errors.Is(err, keys.ErrNotFound), errors.Is(err, catalog.ErrNotFound):
 		return kindNotFound
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.Is(err, catalog.ErrChanged):
 		return kindConflict
 	case errors.As(err, &se), errors.As(err, &ue):
 		return kindState

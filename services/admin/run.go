@@ -113,6 +113,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := cat.OpenAudit(ctx, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(svc, authn, &catalogHandler{store: cat, auth: authn, log: log, now: time.Now})
 	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("admin listen on %s: %w", cfg.Listen, err)

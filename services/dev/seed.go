@@ -58,7 +58,7 @@ func seedCatalog(ctx context.Context, nc *nats.Conn, mockURL string) error {
 		{Id: "default/mock-anthropic", Adapter: eventsv1.Adapter_ADAPTER_ANTHROPIC, BaseUrl: mockURL},
 		{Id: "default/echo", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: mockURL, RequestPrice: 1_000_000},
 	} {
-		if err := store.PutService(ctx, s); err != nil {
+		if err := store.PutService(ctx, s, catalog.By("dev-seed")); err != nil {
 			return err
 		}
 	}
@@ -72,7 +72,7 @@ func seedCatalog(ctx context.Context, nc *nats.Conn, mockURL string) error {
 				continue
 			}
 		}
-		if err := store.PutModel(ctx, m); err != nil {
+		if err := store.PutModel(ctx, m, catalog.By("dev-seed"), catalog.Unconditional); err != nil {
 			return err
 		}
 	}

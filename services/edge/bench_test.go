@@ -105,12 +105,12 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 		{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "http://upstream.invalid"},
 		{Id: "acme/anthropic", Adapter: eventsv1.Adapter_ADAPTER_ANTHROPIC, BaseUrl: "http://upstream.invalid"},
 	} {
-		if err := store.PutService(ctx, s); err != nil {
+		if err := store.PutService(ctx, s, catalog.By("test")); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	for _, m := range perfModels {
-		if err := store.PutModel(ctx, m); err != nil {
+		if err := store.PutModel(ctx, m, catalog.By("test"), catalog.Unconditional); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -31,7 +32,10 @@ type Service struct {
 	BaseUrl    string         `protobuf:"bytes,3,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	Credential *v1.Credential `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
 	// Dollars per request, e.g. "0.001" (HTTP services).
-	RequestPrice  string `protobuf:"bytes,5,opt,name=request_price,json=requestPrice,proto3" json:"request_price,omitempty"`
+	RequestPrice string `protobuf:"bytes,5,opt,name=request_price,json=requestPrice,proto3" json:"request_price,omitempty"`
+	// Output only: when and by whom the service was last changed.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedBy     string                 `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -101,6 +105,20 @@ func (x *Service) GetRequestPrice() string {
 	return ""
 }
 
+func (x *Service) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Service) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
 type Model struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -109,8 +127,11 @@ type Model struct {
 	InputPricePerMillion  string `protobuf:"bytes,3,opt,name=input_price_per_million,json=inputPricePerMillion,proto3" json:"input_price_per_million,omitempty"`
 	OutputPricePerMillion string `protobuf:"bytes,4,opt,name=output_price_per_million,json=outputPricePerMillion,proto3" json:"output_price_per_million,omitempty"`
 	MaxOutputTokens       int64  `protobuf:"varint,5,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Output only: when and by whom the model was last changed.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedBy     string                 `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -176,6 +197,20 @@ func (x *Model) GetMaxOutputTokens() int64 {
 		return x.MaxOutputTokens
 	}
 	return 0
+}
+
+func (x *Model) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Model) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
 }
 
 type PutServiceRequest struct {
@@ -674,11 +709,252 @@ func (*DeleteModelResponse) Descriptor() ([]byte, []int) {
 	return file_tollgate_admin_v1_catalog_proto_rawDescGZIP(), []int{13}
 }
 
+type ListCatalogChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the changes of this account's services and models (a model belongs
+	// to the account of the service that serves it). Empty: every account the
+	// caller may read.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// At most this many changes; default 100, at most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the oldest change kept.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogChangesRequest) Reset() {
+	*x = ListCatalogChangesRequest{}
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogChangesRequest) ProtoMessage() {}
+
+func (x *ListCatalogChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListCatalogChangesRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_catalog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListCatalogChangesRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *ListCatalogChangesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCatalogChangesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type CatalogChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the CATALOG_AUDIT stream.
+	Sequence   uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	EventId    string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// "operator:<sub>", "bootstrap" or a tool's name; empty for changes made
+	// before changes were recorded with their actor.
+	Actor   string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Account string `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`
+	// "service" or "model".
+	Kind string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The service's id or the model's name.
+	Id      string `protobuf:"bytes,7,opt,name=id,proto3" json:"id,omitempty"`
+	Deleted bool   `protobuf:"varint,8,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The entry after the change (not set for deletions).
+	Service       *Service `protobuf:"bytes,9,opt,name=service,proto3" json:"service,omitempty"`
+	Model         *Model   `protobuf:"bytes,10,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogChange) Reset() {
+	*x = CatalogChange{}
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogChange) ProtoMessage() {}
+
+func (x *CatalogChange) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogChange.ProtoReflect.Descriptor instead.
+func (*CatalogChange) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_catalog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CatalogChange) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *CatalogChange) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *CatalogChange) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *CatalogChange) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *CatalogChange) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *CatalogChange) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CatalogChange) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CatalogChange) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *CatalogChange) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *CatalogChange) GetModel() *Model {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+type ListCatalogChangesResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Changes []*CatalogChange       `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Where the next page starts. It is set on the last page too: changes are
+	// appended, and passing it back later reads the newer ones.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogChangesResponse) Reset() {
+	*x = ListCatalogChangesResponse{}
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogChangesResponse) ProtoMessage() {}
+
+func (x *ListCatalogChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_admin_v1_catalog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListCatalogChangesResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_admin_v1_catalog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListCatalogChangesResponse) GetChanges() []*CatalogChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ListCatalogChangesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_tollgate_admin_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tollgate_admin_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftollgate/admin/v1/catalog.proto\x12\x11tollgate.admin.v1\x1a tollgate/events/v1/catalog.proto\"\xd0\x01\n" +
+	"\x1ftollgate/admin/v1/catalog.proto\x12\x11tollgate.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a tollgate/events/v1/catalog.proto\"\xaa\x02\n" +
 	"\aService\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\aadapter\x18\x02 \x01(\x0e2\x1b.tollgate.events.v1.AdapterR\aadapter\x12\x19\n" +
@@ -686,13 +962,21 @@ const file_tollgate_admin_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x04 \x01(\v2\x1e.tollgate.events.v1.CredentialR\n" +
 	"credential\x12#\n" +
-	"\rrequest_price\x18\x05 \x01(\tR\frequestPrice\"\xd1\x01\n" +
+	"\rrequest_price\x18\x05 \x01(\tR\frequestPrice\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\a \x01(\tR\tupdatedBy\"\xab\x02\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x125\n" +
 	"\x17input_price_per_million\x18\x03 \x01(\tR\x14inputPricePerMillion\x127\n" +
 	"\x18output_price_per_million\x18\x04 \x01(\tR\x15outputPricePerMillion\x12*\n" +
-	"\x11max_output_tokens\x18\x05 \x01(\x03R\x0fmaxOutputTokens\"I\n" +
+	"\x11max_output_tokens\x18\x05 \x01(\x03R\x0fmaxOutputTokens\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\a \x01(\tR\tupdatedBy\"I\n" +
 	"\x11PutServiceRequest\x124\n" +
 	"\aservice\x18\x01 \x01(\v2\x1a.tollgate.admin.v1.ServiceR\aservice\"J\n" +
 	"\x12PutServiceResponse\x124\n" +
@@ -712,7 +996,28 @@ const file_tollgate_admin_v1_catalog_proto_rawDesc = "" +
 	"\x06models\x18\x01 \x03(\v2\x18.tollgate.admin.v1.ModelR\x06models\"(\n" +
 	"\x12DeleteModelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13DeleteModelResponse2\xd0\x04\n" +
+	"\x13DeleteModelResponse\"q\n" +
+	"\x19ListCatalogChangesRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xd7\x02\n" +
+	"\rCatalogChange\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x18\n" +
+	"\aaccount\x18\x05 \x01(\tR\aaccount\x12\x12\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\a \x01(\tR\x02id\x12\x18\n" +
+	"\adeleted\x18\b \x01(\bR\adeleted\x124\n" +
+	"\aservice\x18\t \x01(\v2\x1a.tollgate.admin.v1.ServiceR\aservice\x12.\n" +
+	"\x05model\x18\n" +
+	" \x01(\v2\x18.tollgate.admin.v1.ModelR\x05model\"\x80\x01\n" +
+	"\x1aListCatalogChangesResponse\x12:\n" +
+	"\achanges\x18\x01 \x03(\v2 .tollgate.admin.v1.CatalogChangeR\achanges\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc8\x05\n" +
 	"\x0eCatalogService\x12[\n" +
 	"\n" +
 	"PutService\x12$.tollgate.admin.v1.PutServiceRequest\x1a%.tollgate.admin.v1.PutServiceResponse\"\x00\x12d\n" +
@@ -721,7 +1026,8 @@ const file_tollgate_admin_v1_catalog_proto_rawDesc = "" +
 	"\bPutModel\x12\".tollgate.admin.v1.PutModelRequest\x1a#.tollgate.admin.v1.PutModelResponse\"\x00\x12^\n" +
 	"\n" +
 	"ListModels\x12$.tollgate.admin.v1.ListModelsRequest\x1a%.tollgate.admin.v1.ListModelsResponse\"\x03\x90\x02\x01\x12^\n" +
-	"\vDeleteModel\x12%.tollgate.admin.v1.DeleteModelRequest\x1a&.tollgate.admin.v1.DeleteModelResponse\"\x00B\xc7\x01\n" +
+	"\vDeleteModel\x12%.tollgate.admin.v1.DeleteModelRequest\x1a&.tollgate.admin.v1.DeleteModelResponse\"\x00\x12v\n" +
+	"\x12ListCatalogChanges\x12,.tollgate.admin.v1.ListCatalogChangesRequest\x1a-.tollgate.admin.v1.ListCatalogChangesResponse\"\x03\x90\x02\x01B\xc7\x01\n" +
 	"\x15com.tollgate.admin.v1B\fCatalogProtoP\x01Z:github.com/tollgate/tollgate/gen/tollgate/admin/v1;adminv1\xa2\x02\x03TAX\xaa\x02\x11Tollgate.Admin.V1\xca\x02\x11Tollgate\\Admin\\V1\xe2\x02\x1dTollgate\\Admin\\V1\\GPBMetadata\xea\x02\x13Tollgate::Admin::V1b\x06proto3"
 
 var (
@@ -736,51 +1042,63 @@ func file_tollgate_admin_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_tollgate_admin_v1_catalog_proto_rawDescData
 }
 
-var file_tollgate_admin_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tollgate_admin_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tollgate_admin_v1_catalog_proto_goTypes = []any{
-	(*Service)(nil),               // 0: tollgate.admin.v1.Service
-	(*Model)(nil),                 // 1: tollgate.admin.v1.Model
-	(*PutServiceRequest)(nil),     // 2: tollgate.admin.v1.PutServiceRequest
-	(*PutServiceResponse)(nil),    // 3: tollgate.admin.v1.PutServiceResponse
-	(*ListServicesRequest)(nil),   // 4: tollgate.admin.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 5: tollgate.admin.v1.ListServicesResponse
-	(*DeleteServiceRequest)(nil),  // 6: tollgate.admin.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil), // 7: tollgate.admin.v1.DeleteServiceResponse
-	(*PutModelRequest)(nil),       // 8: tollgate.admin.v1.PutModelRequest
-	(*PutModelResponse)(nil),      // 9: tollgate.admin.v1.PutModelResponse
-	(*ListModelsRequest)(nil),     // 10: tollgate.admin.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),    // 11: tollgate.admin.v1.ListModelsResponse
-	(*DeleteModelRequest)(nil),    // 12: tollgate.admin.v1.DeleteModelRequest
-	(*DeleteModelResponse)(nil),   // 13: tollgate.admin.v1.DeleteModelResponse
-	(v1.Adapter)(0),               // 14: tollgate.events.v1.Adapter
-	(*v1.Credential)(nil),         // 15: tollgate.events.v1.Credential
+	(*Service)(nil),                    // 0: tollgate.admin.v1.Service
+	(*Model)(nil),                      // 1: tollgate.admin.v1.Model
+	(*PutServiceRequest)(nil),          // 2: tollgate.admin.v1.PutServiceRequest
+	(*PutServiceResponse)(nil),         // 3: tollgate.admin.v1.PutServiceResponse
+	(*ListServicesRequest)(nil),        // 4: tollgate.admin.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 5: tollgate.admin.v1.ListServicesResponse
+	(*DeleteServiceRequest)(nil),       // 6: tollgate.admin.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),      // 7: tollgate.admin.v1.DeleteServiceResponse
+	(*PutModelRequest)(nil),            // 8: tollgate.admin.v1.PutModelRequest
+	(*PutModelResponse)(nil),           // 9: tollgate.admin.v1.PutModelResponse
+	(*ListModelsRequest)(nil),          // 10: tollgate.admin.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),         // 11: tollgate.admin.v1.ListModelsResponse
+	(*DeleteModelRequest)(nil),         // 12: tollgate.admin.v1.DeleteModelRequest
+	(*DeleteModelResponse)(nil),        // 13: tollgate.admin.v1.DeleteModelResponse
+	(*ListCatalogChangesRequest)(nil),  // 14: tollgate.admin.v1.ListCatalogChangesRequest
+	(*CatalogChange)(nil),              // 15: tollgate.admin.v1.CatalogChange
+	(*ListCatalogChangesResponse)(nil), // 16: tollgate.admin.v1.ListCatalogChangesResponse
+	(v1.Adapter)(0),                    // 17: tollgate.events.v1.Adapter
+	(*v1.Credential)(nil),              // 18: tollgate.events.v1.Credential
+	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
 }
 var file_tollgate_admin_v1_catalog_proto_depIdxs = []int32{
-	14, // 0: tollgate.admin.v1.Service.adapter:type_name -> tollgate.events.v1.Adapter
-	15, // 1: tollgate.admin.v1.Service.credential:type_name -> tollgate.events.v1.Credential
-	0,  // 2: tollgate.admin.v1.PutServiceRequest.service:type_name -> tollgate.admin.v1.Service
-	0,  // 3: tollgate.admin.v1.PutServiceResponse.service:type_name -> tollgate.admin.v1.Service
-	0,  // 4: tollgate.admin.v1.ListServicesResponse.services:type_name -> tollgate.admin.v1.Service
-	1,  // 5: tollgate.admin.v1.PutModelRequest.model:type_name -> tollgate.admin.v1.Model
-	1,  // 6: tollgate.admin.v1.PutModelResponse.model:type_name -> tollgate.admin.v1.Model
-	1,  // 7: tollgate.admin.v1.ListModelsResponse.models:type_name -> tollgate.admin.v1.Model
-	2,  // 8: tollgate.admin.v1.CatalogService.PutService:input_type -> tollgate.admin.v1.PutServiceRequest
-	4,  // 9: tollgate.admin.v1.CatalogService.ListServices:input_type -> tollgate.admin.v1.ListServicesRequest
-	6,  // 10: tollgate.admin.v1.CatalogService.DeleteService:input_type -> tollgate.admin.v1.DeleteServiceRequest
-	8,  // 11: tollgate.admin.v1.CatalogService.PutModel:input_type -> tollgate.admin.v1.PutModelRequest
-	10, // 12: tollgate.admin.v1.CatalogService.ListModels:input_type -> tollgate.admin.v1.ListModelsRequest
-	12, // 13: tollgate.admin.v1.CatalogService.DeleteModel:input_type -> tollgate.admin.v1.DeleteModelRequest
-	3,  // 14: tollgate.admin.v1.CatalogService.PutService:output_type -> tollgate.admin.v1.PutServiceResponse
-	5,  // 15: tollgate.admin.v1.CatalogService.ListServices:output_type -> tollgate.admin.v1.ListServicesResponse
-	7,  // 16: tollgate.admin.v1.CatalogService.DeleteService:output_type -> tollgate.admin.v1.DeleteServiceResponse
-	9,  // 17: tollgate.admin.v1.CatalogService.PutModel:output_type -> tollgate.admin.v1.PutModelResponse
-	11, // 18: tollgate.admin.v1.CatalogService.ListModels:output_type -> tollgate.admin.v1.ListModelsResponse
-	13, // 19: tollgate.admin.v1.CatalogService.DeleteModel:output_type -> tollgate.admin.v1.DeleteModelResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	17, // 0: tollgate.admin.v1.Service.adapter:type_name -> tollgate.events.v1.Adapter
+	18, // 1: tollgate.admin.v1.Service.credential:type_name -> tollgate.events.v1.Credential
+	19, // 2: tollgate.admin.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 3: tollgate.admin.v1.Model.updated_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: tollgate.admin.v1.PutServiceRequest.service:type_name -> tollgate.admin.v1.Service
+	0,  // 5: tollgate.admin.v1.PutServiceResponse.service:type_name -> tollgate.admin.v1.Service
+	0,  // 6: tollgate.admin.v1.ListServicesResponse.services:type_name -> tollgate.admin.v1.Service
+	1,  // 7: tollgate.admin.v1.PutModelRequest.model:type_name -> tollgate.admin.v1.Model
+	1,  // 8: tollgate.admin.v1.PutModelResponse.model:type_name -> tollgate.admin.v1.Model
+	1,  // 9: tollgate.admin.v1.ListModelsResponse.models:type_name -> tollgate.admin.v1.Model
+	19, // 10: tollgate.admin.v1.CatalogChange.occurred_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: tollgate.admin.v1.CatalogChange.service:type_name -> tollgate.admin.v1.Service
+	1,  // 12: tollgate.admin.v1.CatalogChange.model:type_name -> tollgate.admin.v1.Model
+	15, // 13: tollgate.admin.v1.ListCatalogChangesResponse.changes:type_name -> tollgate.admin.v1.CatalogChange
+	2,  // 14: tollgate.admin.v1.CatalogService.PutService:input_type -> tollgate.admin.v1.PutServiceRequest
+	4,  // 15: tollgate.admin.v1.CatalogService.ListServices:input_type -> tollgate.admin.v1.ListServicesRequest
+	6,  // 16: tollgate.admin.v1.CatalogService.DeleteService:input_type -> tollgate.admin.v1.DeleteServiceRequest
+	8,  // 17: tollgate.admin.v1.CatalogService.PutModel:input_type -> tollgate.admin.v1.PutModelRequest
+	10, // 18: tollgate.admin.v1.CatalogService.ListModels:input_type -> tollgate.admin.v1.ListModelsRequest
+	12, // 19: tollgate.admin.v1.CatalogService.DeleteModel:input_type -> tollgate.admin.v1.DeleteModelRequest
+	14, // 20: tollgate.admin.v1.CatalogService.ListCatalogChanges:input_type -> tollgate.admin.v1.ListCatalogChangesRequest
+	3,  // 21: tollgate.admin.v1.CatalogService.PutService:output_type -> tollgate.admin.v1.PutServiceResponse
+	5,  // 22: tollgate.admin.v1.CatalogService.ListServices:output_type -> tollgate.admin.v1.ListServicesResponse
+	7,  // 23: tollgate.admin.v1.CatalogService.DeleteService:output_type -> tollgate.admin.v1.DeleteServiceResponse
+	9,  // 24: tollgate.admin.v1.CatalogService.PutModel:output_type -> tollgate.admin.v1.PutModelResponse
+	11, // 25: tollgate.admin.v1.CatalogService.ListModels:output_type -> tollgate.admin.v1.ListModelsResponse
+	13, // 26: tollgate.admin.v1.CatalogService.DeleteModel:output_type -> tollgate.admin.v1.DeleteModelResponse
+	16, // 27: tollgate.admin.v1.CatalogService.ListCatalogChanges:output_type -> tollgate.admin.v1.ListCatalogChangesResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_admin_v1_catalog_proto_init() }
@@ -794,7 +1112,7 @@ func file_tollgate_admin_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_admin_v1_catalog_proto_rawDesc), len(file_tollgate_admin_v1_catalog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -183,8 +183,12 @@ type Service struct {
 	Credential *Credential `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
 	// Price of one request in nano-dollars (HTTP services; LLM services are
 	// priced per model).
-	RequestPrice  int64                  `protobuf:"varint,5,opt,name=request_price,json=requestPrice,proto3" json:"request_price,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	RequestPrice int64                  `protobuf:"varint,5,opt,name=request_price,json=requestPrice,proto3" json:"request_price,omitempty"`
+	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Who made the last change: "operator:<sub>", "bootstrap" or a tool's name
+	// ("dev-seed"). Every change, deletions included, is kept with its actor in
+	// the CATALOG_AUDIT stream.
+	UpdatedBy     string `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -261,6 +265,13 @@ func (x *Service) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Service) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
 type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exact, case-sensitive model name clients send.
@@ -274,8 +285,10 @@ type Model struct {
 	// request does not say max_tokens.
 	MaxOutputTokens int64                  `protobuf:"varint,5,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
 	UpdatedAt       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Who made the last change (as Service.updated_by).
+	UpdatedBy     string `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -350,6 +363,13 @@ func (x *Model) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Model) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
 var File_tollgate_events_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tollgate_events_v1_catalog_proto_rawDesc = "" +
@@ -360,7 +380,7 @@ const file_tollgate_events_v1_catalog_proto_rawDesc = "" +
 	"\x03env\x18\x01 \x01(\tH\x00R\x03env\x12\x14\n" +
 	"\x04file\x18\x02 \x01(\tH\x00R\x04file\x12\x16\n" +
 	"\x06header\x18\x03 \x01(\tR\x06headerB\b\n" +
-	"\x06source\"\x8b\x02\n" +
+	"\x06source\"\xaa\x02\n" +
 	"\aService\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\aadapter\x18\x02 \x01(\x0e2\x1b.tollgate.events.v1.AdapterR\aadapter\x12\x19\n" +
@@ -370,7 +390,9 @@ const file_tollgate_events_v1_catalog_proto_rawDesc = "" +
 	"credential\x12#\n" +
 	"\rrequest_price\x18\x05 \x01(\x03R\frequestPrice\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x8c\x02\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\a \x01(\tR\tupdatedBy\"\xab\x02\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x125\n" +
@@ -378,7 +400,9 @@ const file_tollgate_events_v1_catalog_proto_rawDesc = "" +
 	"\x18output_price_per_million\x18\x04 \x01(\x03R\x15outputPricePerMillion\x12*\n" +
 	"\x11max_output_tokens\x18\x05 \x01(\x03R\x0fmaxOutputTokens\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt*_\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\a \x01(\tR\tupdatedBy*_\n" +
 	"\aAdapter\x12\x17\n" +
 	"\x13ADAPTER_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eADAPTER_OPENAI\x10\x01\x12\x15\n" +

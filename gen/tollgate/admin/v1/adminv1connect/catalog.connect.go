@@ -50,6 +50,9 @@ const (
 	// CatalogServiceDeleteModelProcedure is the fully-qualified name of the CatalogService's
 	// DeleteModel RPC.
 	CatalogServiceDeleteModelProcedure = "/tollgate.admin.v1.CatalogService/DeleteModel"
+	// CatalogServiceListCatalogChangesProcedure is the fully-qualified name of the CatalogService's
+	// ListCatalogChanges RPC.
+	CatalogServiceListCatalogChangesProcedure = "/tollgate.admin.v1.CatalogService/ListCatalogChanges"
 )
 
 // CatalogServiceClient is a client for the tollgate.admin.v1.CatalogService service.
@@ -60,6 +63,9 @@ type CatalogServiceClient interface {
 	PutModel(context.Context, *connect.Request[v1.PutModelRequest]) (*connect.Response[v1.PutModelResponse], error)
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 	DeleteModel(context.Context, *connect.Request[v1.DeleteModelRequest]) (*connect.Response[v1.DeleteModelResponse], error)
+	// The catalog's changes, oldest first: every put and delete, with its actor
+	// and time. Operators only; each sees the accounts it may read.
+	ListCatalogChanges(context.Context, *connect.Request[v1.ListCatalogChangesRequest]) (*connect.Response[v1.ListCatalogChangesResponse], error)
 }
 
 // NewCatalogServiceClient constructs a client for the tollgate.admin.v1.CatalogService service. By
@@ -111,17 +117,25 @@ func NewCatalogServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(catalogServiceMethods.ByName("DeleteModel")),
 			connect.WithClientOptions(opts...),
 		),
+		listCatalogChanges: connect.NewClient[v1.ListCatalogChangesRequest, v1.ListCatalogChangesResponse](
+			httpClient,
+			baseURL+CatalogServiceListCatalogChangesProcedure,
+			connect.WithSchema(catalogServiceMethods.ByName("ListCatalogChanges")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // catalogServiceClient implements CatalogServiceClient.
 type catalogServiceClient struct {
-	putService    *connect.Client[v1.PutServiceRequest, v1.PutServiceResponse]
-	listServices  *connect.Client[v1.ListServicesRequest, v1.ListServicesResponse]
-	deleteService *connect.Client[v1.DeleteServiceRequest, v1.DeleteServiceResponse]
-	putModel      *connect.Client[v1.PutModelRequest, v1.PutModelResponse]
-	listModels    *connect.Client[v1.ListModelsRequest, v1.ListModelsResponse]
-	deleteModel   *connect.Client[v1.DeleteModelRequest, v1.DeleteModelResponse]
+	putService         *connect.Client[v1.PutServiceRequest, v1.PutServiceResponse]
+	listServices       *connect.Client[v1.ListServicesRequest, v1.ListServicesResponse]
+	deleteService      *connect.Client[v1.DeleteServiceRequest, v1.DeleteServiceResponse]
+	putModel           *connect.Client[v1.PutModelRequest, v1.PutModelResponse]
+	listModels         *connect.Client[v1.ListModelsRequest, v1.ListModelsResponse]
+	deleteModel        *connect.Client[v1.DeleteModelRequest, v1.DeleteModelResponse]
+	listCatalogChanges *connect.Client[v1.ListCatalogChangesRequest, v1.ListCatalogChangesResponse]
 }
 
 // PutService calls tollgate.admin.v1.CatalogService.PutService.
@@ -154,6 +168,11 @@ func (c *catalogServiceClient) DeleteModel(ctx context.Context, req *connect.Req
 	return c.deleteModel.CallUnary(ctx, req)
 }
 
+// ListCatalogChanges calls tollgate.admin.v1.CatalogService.ListCatalogChanges.
+func (c *catalogServiceClient) ListCatalogChanges(ctx context.Context, req *connect.Request[v1.ListCatalogChangesRequest]) (*connect.Response[v1.ListCatalogChangesResponse], error) {
+	return c.listCatalogChanges.CallUnary(ctx, req)
+}
+
 // CatalogServiceHandler is an implementation of the tollgate.admin.v1.CatalogService service.
 type CatalogServiceHandler interface {
 	PutService(context.Context, *connect.Request[v1.PutServiceRequest]) (*connect.Response[v1.PutServiceResponse], error)
@@ -162,6 +181,9 @@ type CatalogServiceHandler interface {
 	PutModel(context.Context, *connect.Request[v1.PutModelRequest]) (*connect.Response[v1.PutModelResponse], error)
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 	DeleteModel(context.Context, *connect.Request[v1.DeleteModelRequest]) (*connect.Response[v1.DeleteModelResponse], error)
+	// The catalog's changes, oldest first: every put and delete, with its actor
+	// and time. Operators only; each sees the accounts it may read.
+	ListCatalogChanges(context.Context, *connect.Request[v1.ListCatalogChangesRequest]) (*connect.Response[v1.ListCatalogChangesResponse], error)
 }
 
 // NewCatalogServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -209,6 +231,13 @@ func NewCatalogServiceHandler(svc CatalogServiceHandler, opts ...connect.Handler
 		connect.WithSchema(catalogServiceMethods.ByName("DeleteModel")),
 		connect.WithHandlerOptions(opts...),
 	)
+	catalogServiceListCatalogChangesHandler := connect.NewUnaryHandler(
+		CatalogServiceListCatalogChangesProcedure,
+		svc.ListCatalogChanges,
+		connect.WithSchema(catalogServiceMethods.ByName("ListCatalogChanges")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tollgate.admin.v1.CatalogService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CatalogServicePutServiceProcedure:
@@ -223,6 +252,8 @@ func NewCatalogServiceHandler(svc CatalogServiceHandler, opts ...connect.Handler
 			catalogServiceListModelsHandler.ServeHTTP(w, r)
 		case CatalogServiceDeleteModelProcedure:
 			catalogServiceDeleteModelHandler.ServeHTTP(w, r)
+		case CatalogServiceListCatalogChangesProcedure:
+			catalogServiceListCatalogChangesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -254,4 +285,8 @@ func (UnimplementedCatalogServiceHandler) ListModels(context.Context, *connect.R
 
 func (UnimplementedCatalogServiceHandler) DeleteModel(context.Context, *connect.Request[v1.DeleteModelRequest]) (*connect.Response[v1.DeleteModelResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.admin.v1.CatalogService.DeleteModel is not implemented"))
+}
+
+func (UnimplementedCatalogServiceHandler) ListCatalogChanges(context.Context, *connect.Request[v1.ListCatalogChangesRequest]) (*connect.Response[v1.ListCatalogChangesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.admin.v1.CatalogService.ListCatalogChanges is not implemented"))
 }
