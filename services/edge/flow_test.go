@@ -233,6 +233,10 @@ func TestBufferedAnswersWithoutUsageAreEstimated(t *testing.T) {
 	if ev.GetStatus() != 502 || !ev.GetEstimated() || ev.GetOutputTokens() != wantOut ||
 		ev.GetCost() != price(ev.GetInputTokens(), wantOut) {
 		t.Fatalf("broken answer's event: %v; want 502, estimated, %d output tokens, priced", ev, wantOut)
+	} // response_bytes is what the client got, whoever wrote it: the answer
+	// passed on, or the edge's own error.
+	if got := w.waitEvents(t, 2); got[0].GetResponseBytes() != int64(len(full)) || got[1].GetResponseBytes() != int64(len(body)) {
+		t.Fatalf("response_bytes %d and %d; the client got %d and %d bytes", got[0].GetResponseBytes(), got[1].GetResponseBytes(), len(full), len(body))
 	}
 }
 
@@ -452,7 +456,7 @@ func TestServiceAnswersHeadersAndSizes(t *testing.T) {
 		}
 	}))
 	t.Cleanup(raw.Close)
-	if err := w.catalog.PutService(ctxT(t), &eventsv1.Service{Id: "acme/raw", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: raw.URL, RequestPrice: 1_000_000}); err != nil {
+	if err := w.catalog.PutService(ctxT(t), &eventsv1.Service{Id: "acme/raw", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: raw.URL, RequestPrice: 1_000_000}, catalog.By("test")); err != nil {
 		t.Fatal(err)
 	}
 	e := w.edgeSetUp(nil, func(s *Server) { s.maxResponse = 1500 })
@@ -495,10 +499,10 @@ func TestGzippedAnswerIsMeteredFromItsUsage(t *testing.T) {
 	}))
 	t.Cleanup(gz.Close)
 	ctx := ctxT(t)
-	if err := w.catalog.PutService(ctx, &eventsv1.Service{Id: "acme/gz", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: gz.URL}); err != nil {
+	if err := w.catalog.PutService(ctx, &eventsv1.Service{Id: "acme/gz", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: gz.URL}, catalog.By("test")); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-gz", Service: "acme/gz", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9, MaxOutputTokens: 4096}); err != nil {
+	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-gz", Service: "acme/gz", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9, MaxOutputTokens: 4096}, catalog.By("test"), catalog.Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	e := w.edge(nil)

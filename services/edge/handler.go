@@ -130,7 +130,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	ev := &eventsv1.UsageEvent{
 		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
 		Endpoint: c.kind.String(), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Cost: cost,
-		RequestBytes: c.requestBytes, ResponseBytes: out.responseBytes, Status: int32(out.status),
+		RequestBytes: c.requestBytes, ResponseBytes: bytesWritten(w), Status: int32(out.status),
 		LatencyUs: now.Sub(start).Microseconds(), Streamed: out.streamed, Estimated: u.Estimated,
 	}
 	if model != nil {

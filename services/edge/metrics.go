@@ -61,11 +61,28 @@ func (m *metrics) middleware(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter remembers the status written. Unwrap lets
+// statusWriter remembers the status written and counts the body bytes the
+// client connection took (a usage event's response_bytes, whoever wrote
+// them: an answer passed on or an error of the edge's own). Unwrap lets
 // http.ResponseController reach the real writer (Flush for streams).
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	written int64
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+// bytesWritten is the body bytes written to w so far.
+func bytesWritten(w http.ResponseWriter) int64 {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.written
+	}
+	return 0
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -38,11 +38,10 @@ type call struct {
 
 // outcome is what happened upstream and at the client.
 type outcome struct {
-	status        int
-	usage         llm.Usage
-	usageKnown    bool
-	responseBytes int64
-	streamed      bool
+	status     int
+	usage      llm.Usage
+	usageKnown bool
+	streamed   bool
 	// broken: a buffered answer broke off upstream; the client got a 502,
 	// and what passed is charged, estimated.
 	broken bool
@@ -137,9 +136,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 	}
 	copyResponseHeaders(w.Header(), res.Header)
 	w.WriteHeader(res.StatusCode)
-	n, werr := w.Write(body)
-	out.responseBytes = int64(n)
-	if werr != nil {
+	if _, werr := w.Write(body); werr != nil {
 		out.status = 499
 	}
 	return out, nil
@@ -244,14 +241,12 @@ func (s *Server) copyStream(ctx context.Context, w http.ResponseWriter, res *htt
 					}
 					flush.Wrote(len(chunk))
 				}
-				out.responseBytes += int64(len(chunk))
 			}
 		}
 		if rerr != nil {
 			if filter != nil && !clientGone {
 				if rest := filter.flush(); len(rest) > 0 {
 					w.Write(rest) //nolint:errcheck // the stream is over either way
-					out.responseBytes += int64(len(rest))
 				}
 			}
 			break
