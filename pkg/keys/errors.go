@@ -31,7 +31,7 @@ func (e *ValidationError) Error() string {
 	for i, f := range e.Fields {
 		msgs[i] = f.Error()
 	}
-	return "invalid key: " + strings.Join(msgs, "; ")
+	return "invalid request: " + strings.Join(msgs, "; ")
 }
 
 // Add records a field error.

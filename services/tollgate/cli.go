@@ -23,10 +23,11 @@ type client struct {
 	adminURL, token, account string
 	json                     bool
 	keys                     adminv1connect.KeyServiceClient
+	help                     io.Writer // where --help goes: the command's standard output
 }
 
-func newClient() *client {
-	cl := &client{adminURL: "http://127.0.0.1:8081", account: ""}
+func newClient(stdout io.Writer) *client {
+	cl := &client{adminURL: "http://127.0.0.1:8081", account: "", help: stdout}
 	if v := os.Getenv("TOLLGATE_ADMIN_URL"); v != "" {
 		cl.adminURL = v
 	}
@@ -49,6 +50,7 @@ func (cl *client) flagSet(name, usage string) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVar(&cl.adminURL, "admin-url", cl.adminURL, "admin API URL (env TOLLGATE_ADMIN_URL)")
 	fs.StringVar(&cl.token, "token", cl.token, "operator token or API key with READ/WRITE (env TOLLGATE_ADMIN_TOKEN)")
+	fs.Lookup("token").DefValue = "" // the usage must not print the token from the environment
 	fs.StringVar(&cl.account, "account", cl.account, "account to act on (env TOLLGATE_ACCOUNT; default: the credential's own)")
 	fs.BoolVar(&cl.json, "json", false, "print JSON for scripts")
 	fs.Usage = func() {
@@ -62,7 +64,7 @@ func (cl *client) parse(fs *pflag.FlagSet, args []string, nargs int) error {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
+			fs.SetOutput(cl.help)
 			fs.Usage()
 			return errHelpShown
 		}
@@ -128,7 +130,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tollgate keys: unknown command %q\n\n%s", args[0], keysUsage)
 		return 2
 	}
-	err := cmd(ctx, newClient(), args[1:], stdout)
+	err := cmd(ctx, newClient(stdout), args[1:], stdout)
 	return reportError(stderr, err)
 }
 

@@ -114,7 +114,7 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(args) > 0 && args[0] == "top" {
 		cmd, args = usageTop, args[1:]
 	}
-	return reportError(stderr, cmd(ctx, newClient(), args, stdout))
+	return reportError(stderr, cmd(ctx, newClient(stdout), args, stdout))
 }
 
 func usageQuery(ctx context.Context, cl *client, args []string, out io.Writer) error {

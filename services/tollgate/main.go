@@ -38,6 +38,7 @@ Roles (long-running):
 Operator commands (talk to the admin API):
   keys       create, list, get, update, revoke, rotate API keys, and show their balances
   usage      usage reports: totals, time series, breakdowns, top keys by spend
+  catalog    the services and models the edge serves, and their prices: list, put, delete
 
 Run 'tollgate <role> --help' for every setting of a role (flags, TOLLGATE_* variables, YAML keys).
 `
@@ -98,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "usage":
 		return runUsage(ctx, args[1:], stdout, stderr)
+	case "catalog":
+		return runCatalog(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
