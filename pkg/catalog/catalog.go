@@ -18,11 +18,12 @@ import (
 const Bucket = "CATALOG"
 
 var (
-	segment       = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	envName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	headerName    = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
-	maxModelName  = 200
-	maxModelPrice = int64(1_000_000) * int64(money.Dollar) // $1M per million tokens: a typo guard
+	segment         = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	envName         = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	headerName      = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
+	maxModelName    = 200
+	maxModelPrice   = int64(1_000_000) * int64(money.Dollar) // $1M per million tokens: a typo guard
+	maxRequestPrice = int64(1_000) * int64(money.Dollar)     // $1,000 per request: a typo guard
 )
 
 // ServiceKey is the KV key of a service "<account>/<service>".
@@ -92,8 +93,8 @@ func ValidateService(s *eventsv1.Service) error {
 			v.Add("credential.header", "%q is not a header name", c.GetHeader())
 		}
 	}
-	if s.GetRequestPrice() < 0 {
-		v.Add("request_price", "must not be negative")
+	if p := s.GetRequestPrice(); p < 0 || p > maxRequestPrice {
+		v.Add("request_price", "must be between 0 and 1000 dollars")
 	}
 	return v.Err()
 }

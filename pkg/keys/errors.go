@@ -49,6 +49,22 @@ func (e *ValidationError) Merge(err error) {
 	}
 }
 
+// MergeUnder is Merge for the errors of a part of a request: each field path
+// gets prefix and a dot ("service" and "base_url" make "service.base_url").
+func (e *ValidationError) MergeUnder(prefix string, err error) {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		e.Merge(err)
+		return
+	}
+	for _, f := range ve.Fields {
+		if f.Field != "" {
+			f.Field = prefix + "." + f.Field
+		}
+		e.Fields = append(e.Fields, f)
+	}
+}
+
 // Err returns nil when no field error was recorded.
 func (e *ValidationError) Err() error {
 	if len(e.Fields) == 0 {

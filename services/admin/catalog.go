@@ -75,10 +75,10 @@ func mayReference(p auth.Principal, svc *eventsv1.Service) error {
 	switch src := svc.GetCredential().GetSource().(type) {
 	case *eventsv1.Credential_Env:
 		if !strings.HasPrefix(src.Env, prefix) {
-			v.Add("credential.env", "an operator of account %s may name only variables that start with %s (the edge's environment holds every account's credentials)", acct, prefix)
+			v.Add("service.credential.env", "an operator of account %s may name only variables that start with %s (the edge's environment holds every account's credentials)", acct, prefix)
 		}
 	case *eventsv1.Credential_File:
-		v.Add("credential.file", "only operators of the whole deployment may name a file; use credential.env with a name that starts with %s", prefix)
+		v.Add("service.credential.file", "only operators of the whole deployment may name a file; use credential.env with a name that starts with %s", prefix)
 	}
 	return v.Err()
 }
@@ -96,11 +96,11 @@ func (h *catalogHandler) PutService(ctx context.Context, req *connect.Request[ad
 		var v keys.ValidationError
 		svc := &eventsv1.Service{Id: in.GetId(), Adapter: in.GetAdapter(), BaseUrl: in.GetBaseUrl(), Credential: in.GetCredential(),
 			RequestPrice: catalog.ParsePrice("service.request_price", in.GetRequestPrice(), &v)}
-		v.Merge(catalog.ValidateService(svc)) // every field's problem at once
+		v.MergeUnder("service", catalog.ValidateService(svc)) // every field's problem at once
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
-		if err := mayManage(p, "id", svc.GetId()); err != nil {
+		if err := mayManage(p, "service.id", svc.GetId()); err != nil {
 			return nil, err
 		}
 		if err := mayReference(p, svc); err != nil {
@@ -164,7 +164,7 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		m := &eventsv1.Model{Name: in.GetName(), Service: in.GetService(), MaxOutputTokens: in.GetMaxOutputTokens(),
 			InputPricePerMillion:  catalog.ParsePrice("model.input_price_per_million", in.GetInputPricePerMillion(), &v),
 			OutputPricePerMillion: catalog.ParsePrice("model.output_price_per_million", in.GetOutputPricePerMillion(), &v)}
-		v.Merge(catalog.ValidateModel(m))
+		v.MergeUnder("model", catalog.ValidateModel(m))
 		if err := v.Err(); err != nil {
 			return nil, err
 		}

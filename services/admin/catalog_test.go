@@ -211,3 +211,38 @@ func TestCatalogChangesNameTheirActor(t *testing.T) {
 		}
 	}
 }
+
+// A bad entry's field violations are paths in the request, as the caller
+// wrote it: service.base_url, not base_url.
+func TestCatalogFieldPaths(t *testing.T) {
+	ts := newAdmin(t)
+	ctx := ctxT(t)
+	root := ts.catalogClient(testToken)
+	bob := ts.catalogClient(operatorJWT(t, "bob", "bob", time.Now().Add(time.Hour)))
+	for _, tt := range []struct {
+		name string
+		c    adminv1connect.CatalogServiceClient
+		svc  *adminv1.Service
+		want []string
+	}{
+		{"every field wrong", root, &adminv1.Service{Id: "nope", BaseUrl: "ftp://x", RequestPrice: "-1"},
+			[]string{"service.request_price", "service.id", "service.adapter", "service.base_url"}},
+		{"a price past the typo guard", root, &adminv1.Service{Id: "acme/x", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: "https://x.example", RequestPrice: "1000.01"},
+			[]string{"service.request_price"}},
+		{"another account's credential", bob, &adminv1.Service{Id: "bob/x", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: "https://x.example",
+			Credential: &eventsv1.Credential{Source: &eventsv1.Credential_Env{Env: "OPENAI_API_KEY"}}}, []string{"service.credential.env"}},
+	} {
+		_, err := tt.c.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: tt.svc}))
+		if got := violations(err); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: violations %v, want %v (%v)", tt.name, got, tt.want, err)
+		}
+	}
+	_, err := root.PutModel(ctx, connect.NewRequest(&adminv1.PutModelRequest{Model: &adminv1.Model{Name: " m", Service: "acme/x", InputPricePerMillion: "x"}}))
+	if got, want := violations(err), []string{"model.input_price_per_million", "model.name", "model.max_output_tokens"}; !slices.Equal(got, want) {
+		t.Errorf("model: violations %v, want %v (%v)", got, want, err)
+	}
+	if _, err := root.PutService(ctx, connect.NewRequest(&adminv1.PutServiceRequest{Service: &adminv1.Service{Id: "acme/x", Adapter: eventsv1.Adapter_ADAPTER_HTTP,
+		BaseUrl: "https://x.example", RequestPrice: "1000"}})); err != nil {
+		t.Errorf("a price at the guard: %v", err)
+	}
+}
