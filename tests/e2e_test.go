@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
@@ -344,6 +345,51 @@ func TestDev(t *testing.T) {
 		}
 		if r := request(t, "POST", rpc, "", `{}`); r.status != http.StatusUnauthorized || r.json["code"] != "unauthenticated" {
 			t.Errorf("ListKeys without a token: status %d, body %s; want 401 unauthenticated", r.status, r.body)
+		}
+	})
+
+	t.Run("catalog from the CLI", func(t *testing.T) {
+		env := []string{"TOLLGATE_ADMIN_URL=" + dev.url, "TOLLGATE_ADMIN_TOKEN=" + dev.token}
+		r := tollgate(t, env, "catalog", "models", "--json")
+		var models struct {
+			Models []struct {
+				Name      string `json:"name"`
+				UpdatedBy string `json:"updated_by"`
+			} `json:"models"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &models); r.code != 0 || err != nil {
+			t.Fatalf("catalog models: %v\n%s", err, r)
+		}
+		seeded := 0
+		for _, m := range models.Models {
+			if m.UpdatedBy == "dev-seed" {
+				seeded++
+			}
+		}
+		if seeded < 4 {
+			t.Errorf("%d models written by dev-seed, want the 4 demo models: %s", seeded, r.stdout)
+		}
+		// A price change, then the audit names the bootstrap operator.
+		if r := tollgate(t, env, "catalog", "put-model", "gpt-4", "--service", "default/mock-openai",
+			"--input-price", "30", "--output-price", "60", "--max-output-tokens", "8192"); r.code != 0 {
+			t.Fatalf("put-model: %s", r)
+		}
+		r = tollgate(t, env, "catalog", "changes", "--account", "default", "--json")
+		var changes struct {
+			Changes []struct {
+				Actor, Kind, ID string
+			} `json:"changes"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &changes); r.code != 0 || err != nil || len(changes.Changes) == 0 {
+			t.Fatalf("catalog changes: %v\n%s", err, r)
+		}
+		last := changes.Changes[len(changes.Changes)-1]
+		if last.Actor != "bootstrap" || last.Kind != "model" || last.ID != "gpt-4" {
+			t.Errorf("the last change %+v, want bootstrap's put of model gpt-4:\n%s", last, r.stdout)
+		}
+		if r := tollgate(t, env, "catalog", "put-service", "default/x", "--adapter", "grpc", "--base-url", "https://x.example"); r.code != 2 ||
+			!strings.Contains(r.stderr, "openai") {
+			t.Errorf("a bad adapter: want exit 2 naming the adapters, got:\n%s", r)
 		}
 	})
 
