@@ -51,6 +51,12 @@ type Config struct {
 	// AdoptInterval is how often a running publisher looks in SpoolDir for
 	// the spools of edges that died (unlocked spools) and adopts them.
 	AdoptInterval time.Duration
+	// StopSpoolTimeout bounds, at stop, how long events that the bus did not
+	// take are retried on a failing spool. While running, the publisher
+	// retries for as long as it takes (Publish waits once the queue is
+	// full); a stop must end, so after this the events are counted as lost,
+	// logged, and Run returns an error.
+	StopSpoolTimeout time.Duration
 }
 
 // Publisher sends usage events. Publish never blocks on the network.
@@ -88,6 +94,12 @@ type Publisher struct {
 
 	published atomic.Uint64
 	spooled   atomic.Uint64
+	lost      atomic.Uint64
+
+	// stopping is Run's ctx.Done(); giveUpAt, once a stop began, is when a
+	// failing spool stops being retried. Run's goroutine only.
+	stopping <-chan struct{}
+	giveUpAt time.Time
 
 	adopted time.Time // when Run last looked for orphans; Run's goroutine only
 }
@@ -120,6 +132,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Publisher, error) {
 	cfg.AckTimeout = cmpOr(cfg.AckTimeout, 3*time.Second)
 	cfg.QueueSize = cmpOr(cfg.QueueSize, 65536)
 	cfg.AdoptInterval = cmpOr(cfg.AdoptInterval, 30*time.Second)
+	cfg.StopSpoolTimeout = cmpOr(cfg.StopSpoolTimeout, 30*time.Second)
 	cfg.Partitions = cmpOr(cfg.Partitions, 16)
 	inbox := nc.NewRespInbox()
 	acks := make(chan *nats.Msg, 4*cfg.BatchSize)
@@ -195,6 +208,7 @@ func eventID(ev *eventsv1.UsageEvent) string {
 // Run sends queued events until ctx ends, then flushes: what cannot be
 // published within a short deadline is spooled, so nothing is lost on SIGTERM.
 func (p *Publisher) Run(ctx context.Context) error {
+	p.stopping = ctx.Done()
 	p.adoptNow()
 	retry := time.NewTicker(500 * time.Millisecond)
 	defer retry.Stop()
@@ -375,14 +389,30 @@ func (p *Publisher) publish(ctx context.Context, evs []*eventsv1.UsageEvent) []*
 
 func (p *Publisher) spoolEvents(evs []*eventsv1.UsageEvent) {
 	// If the disk fails too, keep trying: the events stay in memory and
-	// Publish callers wait on the full queue (backpressure), nothing is dropped.
+	// Publish callers wait on the full queue (backpressure), nothing is
+	// dropped. Only a stop gives up, StopSpoolTimeout after it began.
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		err := p.spool.append(evs)
 		if err == nil {
 			break
 		}
+		p.noticeStop()
+		wake := p.stopping // a stop starts the count to giving up at once
+		if !p.giveUpAt.IsZero() {
+			left := time.Until(p.giveUpAt)
+			if left <= 0 {
+				p.lost.Add(uint64(len(evs)))
+				p.log.Error("usage: events lost at stop: the bus did not take them and the spool cannot be written",
+					"err", err, "events", len(evs), "first_sequence", evs[0].GetSequence(), "instance", p.cfg.Instance)
+				return
+			}
+			backoff, wake = min(backoff, left), nil
+		}
 		p.log.Error("usage: spool write failed; retrying", "err", err, "events", len(evs))
-		time.Sleep(backoff)
+		select {
+		case <-time.After(backoff):
+		case <-wake:
+		}
 	}
 	p.spooled.Add(uint64(len(evs)))
 	p.log.Warn("usage: bus unavailable, events spooled", "events", len(evs))
@@ -451,10 +481,26 @@ func (p *Publisher) adopt(path string) error {
 	return nil
 }
 
-// flush sends or spools whatever is queued; it runs after ctx has ended.
+// noticeStop starts the count to giving up on a failing spool once a stop
+// has begun.
+func (p *Publisher) noticeStop() {
+	if !p.giveUpAt.IsZero() {
+		return
+	}
+	select {
+	case <-p.stopping:
+		p.giveUpAt = time.Now().Add(p.cfg.StopSpoolTimeout)
+	default:
+	}
+}
+
+// flush sends or spools whatever is queued; it runs after ctx has ended. It
+// is an error if some events could be neither published nor spooled within
+// StopSpoolTimeout.
 func (p *Publisher) flush() error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
 	defer cancel()
+	p.noticeStop()
 	rest := p.take(nil)
 	for len(rest) > 0 {
 		n := min(len(rest), p.cfg.BatchSize)
@@ -464,5 +510,9 @@ func (p *Publisher) flush() error {
 	if !p.spool.empty() {
 		p.replay(ctx)
 	}
-	return p.spool.close()
+	err := p.spool.close()
+	if n := p.lost.Load(); n > 0 {
+		err = errors.Join(fmt.Errorf("usage: %d events lost: the bus did not acknowledge them and the spool in %s could not be written", n, p.cfg.SpoolDir), err)
+	}
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,5 +248,43 @@ func TestRunningEdgeAdoptsTheSpoolOfOneThatDied(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
 		t.Fatalf("files left in the spool dir after a clean exit: %v", left)
+	}
+}
+
+// With the bus away and the spool failing too, a running publisher keeps
+// retrying (nothing is dropped while it runs), but a stop ends: after
+// StopSpoolTimeout the events are counted as lost and Run says so.
+func TestStopEndsWhenNeitherBusNorSpoolTakesEvents(t *testing.T) {
+	nc, _, ctx := usageBus(t)
+	p, err := New(nc, Config{SpoolDir: t.TempDir(), StopSpoolTimeout: 300 * time.Millisecond, AckTimeout: 100 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()        // the bus is away
+	p.spool.f.Close() // and the spool cannot be written
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	const n = 7
+	for range n {
+		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme"})
+	}
+	time.Sleep(200 * time.Millisecond) // the batch fails to spool, and is retried
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended while running: %v", err)
+	default:
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "7 events lost") {
+			t.Fatalf("Run at stop: %v, want an error counting 7 events lost", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not end within 15 s of the stop")
+	}
+	if got := p.lost.Load(); got != n {
+		t.Fatalf("%d events counted as lost, want %d", got, n)
 	}
 }
