@@ -24,6 +24,9 @@ import (
 type Store struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
+	// stream is the bucket's own stream: writes with headers, and the last
+	// message of an entry with its revision.
+	stream jetstream.Stream
 	// audit is the audit stream once OpenAudit opened it: each write then
 	// waits until the stream has copied it.
 	audit jetstream.Stream
@@ -41,7 +44,11 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open %s bucket: %w", Bucket, err)
 	}
-	return &Store{js: js, kv: kv}, nil
+	st, err := js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open %s bucket's stream: %w", Bucket, err)
+	}
+	return &Store{js: js, kv: kv, stream: st}, nil
 }
 
 // AuditStream keeps every change of the catalog, oldest first: a mirror of
@@ -168,11 +175,7 @@ func (s *Store) Revision(ctx context.Context, key string) (rev uint64, exists bo
 
 // last is the last message under key, nil if there is none.
 func (s *Store) last(ctx context.Context, key string) (*jetstream.RawStreamMsg, error) {
-	st, err := s.js.Stream(ctx, "KV_"+Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("open %s bucket's stream: %w", Bucket, err)
-	}
-	m, err := st.GetLastMsgForSubject(ctx, kvSubject(key))
+	m, err := s.stream.GetLastMsgForSubject(ctx, kvSubject(key))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
