@@ -118,20 +118,26 @@ Run 'tollgate keys <command> --help' for the flags of a command.
 // runKeys runs `tollgate keys ...` and returns the process exit code:
 // 0 done, 1 the admin API refused or failed, 2 a mistake in the command line.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runGroup(ctx, "keys", keysUsage, keyCommands, args, stdout, stderr)
+}
+
+// runGroup runs `tollgate <group> <command> ...`, one of commands, and
+// returns the exit code; with no command (exit 2) or for help (exit 0) it
+// prints usage.
+func runGroup(ctx context.Context, group, usage string, commands map[string]command, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, keysUsage)
+		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
-	cmd, ok := keyCommands[args[0]]
+	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "tollgate keys: unknown command %q\n\n%s", args[0], keysUsage)
+		fmt.Fprintf(stderr, "tollgate %s: unknown command %q\n\n%s", group, args[0], usage)
 		return 2
 	}
-	err := cmd(ctx, newClient(stdout), args[1:], stdout)
-	return reportError(stderr, err)
+	return reportError(stderr, cmd(ctx, newClient(stdout), args[1:], stdout))
 }
 
 // reportError prints err so that a person can act on it, and picks the exit code.

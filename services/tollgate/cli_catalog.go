@@ -47,19 +47,7 @@ Run 'tollgate catalog <command> --help' for the flags of a command.
 // runCatalog runs `tollgate catalog ...` and returns the process exit code:
 // 0 done, 1 the admin API refused or failed, 2 a mistake in the command line.
 func runCatalog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, catalogUsage)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	cmd, ok := catalogCommands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "tollgate catalog: unknown command %q\n\n%s", args[0], catalogUsage)
-		return 2
-	}
-	return reportError(stderr, cmd(ctx, newClient(stdout), args[1:], stdout))
+	return runGroup(ctx, "catalog", catalogUsage, catalogCommands, args, stdout, stderr)
 }
 
 // catalogFlagSet is cl.flagSet without --account: the catalog's requests
