@@ -388,13 +388,23 @@ func (p *Publisher) publish(ctx context.Context, evs []*eventsv1.UsageEvent) []*
 }
 
 func (p *Publisher) spoolEvents(evs []*eventsv1.UsageEvent) {
-	// If the disk fails too, keep trying: the events stay in memory and
-	// Publish callers wait on the full queue (backpressure), nothing is
-	// dropped. Only a stop gives up, StopSpoolTimeout after it began.
+	// If the disk fails too, keep trying, the bus as well as the disk: the
+	// events stay in memory and Publish callers wait on the full queue
+	// (backpressure), nothing is dropped. Only a stop gives up,
+	// StopSpoolTimeout after it began.
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		err := p.spool.append(evs)
 		if err == nil {
 			break
+		}
+		if p.spool.empty() { // nothing older waits in the spool: the bus may take these now
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
+			evs = p.publish(ctx, evs)
+			cancel()
+			if len(evs) == 0 {
+				p.log.Info("usage: the bus took the events the spool could not")
+				return
+			}
 		}
 		p.noticeStop()
 		wake := p.stopping // a stop starts the count to giving up at once

@@ -269,11 +269,14 @@ func TestStopEndsWhenNeitherBusNorSpoolTakesEvents(t *testing.T) {
 	for range n {
 		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme"})
 	}
-	time.Sleep(200 * time.Millisecond) // the batch fails to spool, and is retried
+	time.Sleep(500 * time.Millisecond) // longer than StopSpoolTimeout: a running publisher never gives up
 	select {
 	case err := <-done:
 		t.Fatalf("Run ended while running: %v", err)
 	default:
+	}
+	if got := p.lost.Load(); got != 0 {
+		t.Fatalf("%d events given up while running", got)
 	}
 	stop()
 	select {
@@ -286,5 +289,49 @@ func TestStopEndsWhenNeitherBusNorSpoolTakesEvents(t *testing.T) {
 	}
 	if got := p.lost.Load(); got != n {
 		t.Fatalf("%d events counted as lost, want %d", got, n)
+	}
+}
+
+// The bus comes back while the spool still cannot be written: the events
+// the spool did not take are published, not held until the disk heals.
+func TestBusTakesWhatTheFailingSpoolCouldNot(t *testing.T) {
+	h := testenv.NATSRestartable(t)
+	nc, err := bus.Connect(h.URL(), "test", quiet, nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(nc, Config{SpoolDir: t.TempDir(), AckTimeout: 200 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Shutdown()      // the bus is away
+	p.spool.f.Close() // and the spool cannot be written
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	const n = 5
+	for range n {
+		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme"})
+	}
+	time.Sleep(300 * time.Millisecond) // the batch fails to publish and to spool
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, js, p.Instance(), n)
+	if got := len(streamSequences(t, js)[p.Instance()]); got != n {
+		t.Fatalf("%d of %d events in the stream once the bus was back", got, n)
+	}
+	stop()
+	// Run reports the spool it cannot close (the test closed its file), but
+	// no event lost.
+	if err := <-done; err != nil && strings.Contains(err.Error(), "lost") {
+		t.Fatalf("Run: %v", err)
 	}
 }
