@@ -21,6 +21,7 @@ type Record struct {
 	At       time.Time
 	Actor    string // empty for writes made before writes carried their actor
 	Account  string
+	Previous string // a model moved from another account's service: that account
 	Kind     string // "service" or "model"
 	ID       string // the service's id or the model's name
 	Deleted  bool
@@ -31,7 +32,7 @@ type Record struct {
 // maxScan bounds the messages one Changes call reads, whatever match keeps:
 // a caller who may read one account of many gets short pages, not a long
 // wait.
-const maxScan = 10_000
+const maxScan = 2_000
 
 // Changes reads the audit stream from sequence from on (0 or anything older
 // than the oldest kept: from the oldest), keeping at most limit records that
@@ -66,7 +67,7 @@ func (s *Store) Changes(ctx context.Context, from uint64, limit int, match func(
 func decodeRecord(m *jetstream.RawStreamMsg) (*Record, bool) {
 	key := strings.TrimPrefix(m.Subject, "$KV."+Bucket+".")
 	r := &Record{Sequence: m.Sequence, EventID: m.Header.Get(headerEventID), Actor: m.Header.Get(headerActor),
-		Account: m.Header.Get(headerAccount), Deleted: m.Header.Get(headerKVOp) != "", At: m.Time}
+		Account: m.Header.Get(headerAccount), Previous: m.Header.Get(headerPrevious), Deleted: m.Header.Get(headerKVOp) != "", At: m.Time}
 	if at, err := time.Parse(time.RFC3339Nano, m.Header.Get(headerOccurredAt)); err == nil {
 		r.At = at
 	}

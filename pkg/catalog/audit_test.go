@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,10 +12,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/testenv"
 )
 
-// allChanges reads the audit stream until it holds want records (the mirror
-// copies the bucket's writes asynchronously) or 5 s pass.
+// allChanges reads the audit stream until it holds want records (it copies
+// the bucket's writes asynchronously) or 5 s pass.
 func allChanges(t *testing.T, ctx context.Context, s *Store, want int) []*Record {
 	t.Helper()
 	var recs []*Record
@@ -39,7 +41,7 @@ func allChanges(t *testing.T, ctx context.Context, s *Store, want int) []*Record
 // deletions too.
 func TestEveryChangeIsRecordedWithItsActor(t *testing.T) {
 	s, ctx := openStore(t)
-	if err := s.OpenAudit(ctx, 1); err != nil {
+	if err := s.OpenAudit(ctx, 1, quiet); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
@@ -47,10 +49,10 @@ func TestEveryChangeIsRecordedWithItsActor(t *testing.T) {
 	if err := s.PutService(ctx, svc, Change{Actor: "operator:alice", At: at}); err != nil {
 		t.Fatal(err)
 	}
-	const prices = 8 // more than the bucket's history of 5
+	const prices = 70 // more than the 64 revisions of an entry the bucket keeps
 	for i := range prices {
 		m := &eventsv1.Model{Name: "gpt-4.1", Service: "acme/openai", InputPricePerMillion: int64(i+1) * 1e9, MaxOutputTokens: 10}
-		if err := s.PutModel(ctx, m, Change{Actor: "operator:bob", At: at.Add(time.Duration(i+1) * time.Minute)}, Unconditional); err != nil {
+		if err := s.PutModel(ctx, m, "", Change{Actor: "operator:bob", At: at.Add(time.Duration(i+1) * time.Minute)}, Unconditional); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,11 +79,6 @@ func TestEveryChangeIsRecordedWithItsActor(t *testing.T) {
 	if del.Kind != "model" || del.ID != "gpt-4.1" || !del.Deleted || del.Actor != "bootstrap" || del.Account != "acme" || del.Model != nil {
 		t.Errorf("the deletion: %+v", del)
 	}
-	// The mirror keeps the bucket's sequence numbers (a write waits for its
-	// own number to be in the audit stream).
-	if rev, _, err := s.Revision(ctx, ModelKey("gpt-4.1")); err != nil || rev != del.Sequence {
-		t.Errorf("the deletion is revision %d of the bucket and %d of the audit stream (%v)", rev, del.Sequence, err)
-	}
 
 	// Pages: from a sequence on, limited, filtered.
 	page, next, err := s.Changes(ctx, recs[2].Sequence, 3, func(r *Record) bool { return r.Kind == "model" })
@@ -94,49 +91,109 @@ func TestEveryChangeIsRecordedWithItsActor(t *testing.T) {
 	}
 }
 
-// A write that expects a revision is refused once the entry has changed
-// since: an admin call that checked one state must not write over another.
-func TestWriteRefusedWhenTheEntryChanged(t *testing.T) {
+// A write that expects a version of the catalog is refused once any write
+// came since, to any entry: an admin call that checked one state must not
+// write over another.
+func TestWriteRefusedWhenTheCatalogChanged(t *testing.T) {
 	s, ctx := openStore(t)
+	version := func() uint64 {
+		t.Helper()
+		v, err := s.Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 	if err := s.PutService(ctx, &eventsv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "http://127.0.0.1:1"}, By("test")); err != nil {
 		t.Fatal(err)
 	}
-	key := ModelKey("gpt-4")
-	rev, exists, err := s.Revision(ctx, key)
-	if err != nil || exists || rev != 0 {
-		t.Fatalf("a model never written: revision %d, exists %v, %v", rev, exists, err)
-	}
 	m := &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 30e9}
-	if err := s.PutModel(ctx, m, By("first"), rev); err != nil {
-		t.Fatalf("create at revision 0: %v", err)
+	v := version()
+	if err := s.PutModel(ctx, m, "", By("first"), v); err != nil {
+		t.Fatalf("put at the current version: %v", err)
 	}
-	if err := s.PutModel(ctx, m, By("second"), rev); !errors.Is(err, ErrChanged) {
-		t.Fatalf("a second create at revision 0: %v, want ErrChanged", err)
+	if err := s.PutModel(ctx, m, "", By("second"), v); !errors.Is(err, ErrChanged) {
+		t.Fatalf("a second put at the same version: %v, want ErrChanged", err)
 	}
-	rev, exists, err = s.Revision(ctx, key)
-	if err != nil || !exists || rev == 0 {
-		t.Fatalf("after the put: revision %d, exists %v, %v", rev, exists, err)
-	}
-	if err := s.PutModel(ctx, m, By("other"), Unconditional); err != nil {
+	v = version()
+	// A write to another entry: a DeleteService that looked for the models
+	// of a service must not delete it under a model added meanwhile.
+	if err := s.PutService(ctx, &eventsv1.Service{Id: "acme/other", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: "http://127.0.0.1:1"}, By("other")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delete(ctx, key, By("stale"), rev); !errors.Is(err, ErrChanged) {
-		t.Fatalf("delete at a stale revision: %v, want ErrChanged", err)
+	if err := s.Delete(ctx, ModelKey("gpt-4"), By("stale"), v); !errors.Is(err, ErrChanged) {
+		t.Fatalf("delete at a stale version: %v, want ErrChanged", err)
 	}
-	rev, _, _ = s.Revision(ctx, key)
-	if err := s.Delete(ctx, key, By("current"), rev); err != nil {
-		t.Fatalf("delete at the current revision: %v", err)
+	if err := s.Delete(ctx, ModelKey("gpt-4"), By("current"), version()); err != nil {
+		t.Fatalf("delete at the current version: %v", err)
 	}
-	rev, exists, err = s.Revision(ctx, key)
-	if err != nil || exists || rev == 0 {
-		t.Fatalf("after the deletion: revision %d, exists %v, %v", rev, exists, err)
+	if _, exists, err := s.Revision(ctx, ModelKey("gpt-4")); err != nil || exists {
+		t.Fatalf("after the deletion: exists %v, %v", exists, err)
 	}
-	if err := s.Delete(ctx, key, By("again"), Unconditional); !errors.Is(err, ErrNotFound) {
+	if err := s.Delete(ctx, ModelKey("gpt-4"), By("again"), Unconditional); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleting a deleted model: %v, want ErrNotFound", err)
 	}
-	// Created again at the deletion's revision, as a first create would be.
-	if err := s.PutModel(ctx, m, By("again"), rev); err != nil {
-		t.Fatalf("re-create at the deletion's revision: %v", err)
+}
+
+// A model moved to another account's service: the change names both
+// accounts, so that the operators of the one that lost it see it too.
+func TestMovedModelNamesBothAccounts(t *testing.T) {
+	s, ctx := openStore(t)
+	if err := s.OpenAudit(ctx, 1, quiet); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"acme/openai", "beta/openai"} {
+		if err := s.PutService(ctx, &eventsv1.Service{Id: id, Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: "http://127.0.0.1:1"}, By("test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutModel(ctx, &eventsv1.Model{Name: "m", Service: "beta/openai"}, "", By("test"), Unconditional); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutModel(ctx, &eventsv1.Model{Name: "m", Service: "acme/openai"}, "beta", By("test"), Unconditional); err != nil {
+		t.Fatal(err)
+	}
+	recs := allChanges(t, ctx, s, 4)
+	if r := recs[2]; r.Account != "beta" || r.Previous != "" {
+		t.Errorf("the model's first put: account %q, previous %q", r.Account, r.Previous)
+	}
+	if r := recs[3]; r.Account != "acme" || r.Previous != "beta" {
+		t.Errorf("the move: account %q, previous %q; want acme, beta", r.Account, r.Previous)
+	}
+}
+
+// An audit stream that does not copy the bucket as it is (the bucket was
+// deleted and made again, its sequences started over, and the stream skips
+// every write up to the last it copied) is refused at start.
+func TestAuditOfARecreatedBucketIsRefused(t *testing.T) {
+	_, nc := testenv.NATS(t)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.OpenAudit(ctx, 1, quiet); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"acme/a", "acme/b"} {
+		if err := s.PutService(ctx, &eventsv1.Service{Id: id, Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: "http://127.0.0.1:1"}, By("test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := js.DeleteKeyValue(ctx, Bucket); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.PutService(ctx, &eventsv1.Service{Id: "acme/c", Adapter: eventsv1.Adapter_ADAPTER_HTTP, BaseUrl: "http://127.0.0.1:1"}, By("test")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.OpenAudit(ctx, 1, quiet); err == nil || !strings.Contains(err.Error(), "made again") {
+		t.Fatalf("OpenAudit over a recreated bucket: %v, want it refused", err)
 	}
 }
 

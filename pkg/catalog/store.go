@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,22 +30,50 @@ type Store struct {
 	// message of an entry with its revision.
 	stream jetstream.Stream
 	// audit is the audit stream once OpenAudit opened it: each write then
-	// waits until the stream has copied it.
+	// waits until the stream has copied it, and logs to log if it does not.
 	audit jetstream.Stream
+	log   *slog.Logger
 }
 
-// Open creates the bucket if needed and returns a Store on it. The bucket
-// keeps the last 64 revisions of each entry (the most NATS keeps), so that
-// the CATALOG_AUDIT stream (OpenAudit), which keeps every change, has time to
-// copy each before it goes.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// bucketConfig is the bucket's configuration. It keeps the last 64 revisions
+// of each entry (the most NATS keeps), so that the CATALOG_AUDIT stream
+// (OpenAudit), which keeps every change, has time to copy each before it goes.
+func bucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Tollgate services, models and prices",
 		History: 64, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-	})
+	}
+}
+
+// Open creates the bucket, or brings an existing one's configuration up to
+// date, and returns a Store on it: for the admin API and tools that write.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, bucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("open %s bucket: %w", Bucket, err)
 	}
+	return newStore(ctx, js, kv)
+}
+
+// Bind returns a Store on the bucket for readers (edges): it creates the
+// bucket if there is none yet, but never changes an existing one's
+// configuration (a reader of an older version could otherwise undo the
+// admin API's).
+func Bind(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, bucketConfig(replicas))
+		if errors.Is(err, jetstream.ErrBucketExists) { // made meanwhile
+			kv, err = js.KeyValue(ctx, Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s bucket: %w", Bucket, err)
+	}
+	return newStore(ctx, js, kv)
+}
+
+func newStore(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (*Store, error) {
 	st, err := js.Stream(ctx, "KV_"+Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open %s bucket's stream: %w", Bucket, err)
@@ -51,49 +81,95 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	return &Store{js: js, kv: kv, stream: st}, nil
 }
 
-// AuditStream keeps every change of the catalog, oldest first: a mirror of
+// AuditStream keeps every change of the catalog, oldest first: it sources
 // the bucket's own stream, without its per-entry history limit. A write and
-// its record are one message (the mirror copies it), so no change can be
-// made without being recorded.
+// its record are one message (the stream copies it), so no change can be
+// made without being recorded. It is not a mirror: a mirror of a bucket
+// answers the bucket's direct gets (the server makes it so), and reads of
+// the catalog would then come from a copy that may lag.
 const AuditStream = "CATALOG_AUDIT"
 
 // OpenAudit creates the audit stream if needed (the admin API does, since it
 // reads it). From then on each write of this Store returns once the stream
-// has it: the mirror copies asynchronously, and the bucket drops an entry's
-// revisions beyond 64, so a burst of writes to one entry could otherwise
-// outrun it.
-func (s *Store) OpenAudit(ctx context.Context, replicas int) error {
+// has it, or logs an error to log after 5 s: the stream copies
+// asynchronously, and the bucket drops an entry's revisions beyond 64, so a
+// burst of writes to one entry could otherwise outrun it.
+//
+// It is an error if the stream's copy of the bucket's last write is not that
+// write (the bucket was deleted and made again, and its sequence numbers
+// started over: the stream would skip every write up to the last it copied).
+func (s *Store) OpenAudit(ctx context.Context, replicas int, log *slog.Logger) error {
 	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: AuditStream, Description: "every change of the CATALOG bucket, with its actor (headers Tollgate-*)",
-		Mirror: &jetstream.StreamSource{Name: "KV_" + Bucket}, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+		Sources: []*jetstream.StreamSource{{Name: "KV_" + Bucket}}, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 	})
 	if err != nil {
 		return fmt.Errorf("open %s stream: %w", AuditStream, err)
 	}
-	s.audit = st
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s bucket's stream: %w", Bucket, err)
+	}
+	if last := info.State.LastSeq; last > 0 {
+		m, err := s.stream.GetMsg(ctx, last)
+		if err != nil {
+			return fmt.Errorf("read %s bucket's message %d: %w", Bucket, last, err)
+		}
+		if !copied(ctx, st, m, 5*time.Second) {
+			return fmt.Errorf("%s does not hold the %s bucket's message %d as it is: was the bucket deleted and made again? "+
+				"Keep the audit stream under another name (or delete it to start a new record), then start again", AuditStream, Bucket, last)
+		}
+	}
+	s.audit, s.log = st, log
 	return nil
 }
 
-// awaitAudit waits until the audit stream holds the bucket's message seq (a
-// mirror keeps its origin's sequence numbers), for at most 5 s: the write is
-// made either way, and a slow mirror still copies it unless 64 more writes
-// of the same entry come first.
-func (s *Store) awaitAudit(ctx context.Context, seq uint64) {
-	if s.audit == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// copied waits, for at most wait, until the audit stream st holds the
+// bucket's message m: its copy of m's subject comes from m's sequence or a
+// later one (the stream copies in order), and a copy from m's sequence is m.
+func copied(ctx context.Context, st jetstream.Stream, m *jetstream.RawStreamMsg, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		info, err := s.audit.Info(ctx)
-		if err == nil && info.State.LastSeq >= seq {
-			return
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		got, err := st.GetLastMsgForSubject(ctx, m.Subject)
+		if err == nil {
+			switch seq := sourceSequence(got); {
+			case seq > m.Sequence:
+				return true
+			case seq == m.Sequence:
+				return bytes.Equal(got.Data, m.Data) && got.Header.Get(headerEventID) == m.Header.Get(headerEventID)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+			return false
+		case <-time.After(pause):
 		}
+	}
+}
+
+// sourceSequence is the bucket's sequence of a message the audit stream
+// copied (its Nats-Stream-Source header: "<stream> <sequence> ..."); 0 if
+// it does not say.
+func sourceSequence(m *jetstream.RawStreamMsg) uint64 {
+	fields := strings.Fields(m.Header.Get("Nats-Stream-Source"))
+	if len(fields) < 2 {
+		return 0
+	}
+	seq, _ := strconv.ParseUint(fields[1], 10, 64)
+	return seq
+}
+
+// awaitAudit waits until the audit stream holds the write m; a write the
+// stream does not have within 5 s is logged as an error (it is made either
+// way: the bucket has it).
+func (s *Store) awaitAudit(ctx context.Context, m *jetstream.RawStreamMsg) {
+	if s.audit == nil {
+		return
+	}
+	if !copied(ctx, s.audit, m, 5*time.Second) {
+		s.log.Error("catalog: a change is not in the audit stream", "stream", AuditStream, "sequence", m.Sequence,
+			"subject", m.Subject, "event_id", m.Header.Get(headerEventID))
 	}
 }
 
@@ -113,17 +189,32 @@ const (
 	headerSchema     = "Tollgate-Schema-Version"
 	headerActor      = "Tollgate-Actor"
 	headerAccount    = "Tollgate-Account"
-	headerKVOp       = "KV-Operation" // the KV protocol's: DEL or PURGE for deletions
+	headerPrevious   = "Tollgate-Previous-Account" // a model moved from another account's service
+	headerKVOp       = "KV-Operation"              // the KV protocol's: DEL or PURGE for deletions
 	schemaVersion    = "1"
 )
 
-// Unconditional is the revision a write expects when it does not depend on
-// what the entry is now.
+// Unconditional is the version a write expects when it does not depend on
+// what the catalog is now.
 const Unconditional = ^uint64(0)
 
-// ErrChanged refuses a write whose entry changed since its revision was read:
-// the caller decided on a state that is gone, and should read again.
-var ErrChanged = errors.New("the catalog entry changed while this request ran; read it again and retry")
+// ErrChanged refuses a write when the catalog changed since the version it
+// expects was read: the caller decided on a state that is gone, and should
+// read again.
+var ErrChanged = errors.New("the catalog changed while this request ran; read it again and retry")
+
+// Version is the catalog's version: the sequence of the bucket's last write.
+// A write that expects it is made only if no other write came since, so a
+// decision made on what was read after Version holds when the write lands,
+// whichever entries it looked at (the model a PutModel takes, the models a
+// DeleteService looks for).
+func (s *Store) Version(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read %s bucket's stream: %w", Bucket, err)
+	}
+	return info.State.LastSeq, nil
+}
 
 // PutService stores a validated service.
 func (s *Store) PutService(ctx context.Context, svc *eventsv1.Service, ch Change) error {
@@ -136,16 +227,21 @@ func (s *Store) PutService(ctx context.Context, svc *eventsv1.Service, ch Change
 	return s.write(ctx, ServiceKey(svc.GetId()), acct, data, ch, Unconditional)
 }
 
-// PutModel stores a validated model if its entry's revision is still expect
-// (Revision; Unconditional for any).
-func (s *Store) PutModel(ctx context.Context, m *eventsv1.Model, ch Change, expect uint64) error {
+// PutModel stores a validated model if the catalog is still at version
+// expect (Version; Unconditional for any). previous is the account whose
+// service served the model until now, if another one's (the audit shows the
+// move to both).
+func (s *Store) PutModel(ctx context.Context, m *eventsv1.Model, previous string, ch Change, expect uint64) error {
 	m.UpdatedAt, m.UpdatedBy = timestamppb.New(ch.At), ch.Actor
 	data, err := proto.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("marshal model: %w", err)
 	}
 	acct, _, _ := SplitServiceID(m.GetService())
-	return s.write(ctx, ModelKey(m.GetName()), acct, data, ch, expect)
+	if previous == acct {
+		previous = ""
+	}
+	return s.writeMsg(ctx, ModelKey(m.GetName()), acct, previous, data, ch, expect)
 }
 
 // ErrNotFound is returned for a catalog entry that does not exist.
@@ -185,8 +281,8 @@ func (s *Store) last(ctx context.Context, key string) (*jetstream.RawStreamMsg, 
 	return m, nil
 }
 
-// Delete removes the entry under key if its revision is still expect
-// (Unconditional for any). It is ErrNotFound if there is no such entry.
+// Delete removes the entry under key if the catalog is still at version
+// expect (Unconditional for any). It is ErrNotFound if there is no such entry.
 func (s *Store) Delete(ctx context.Context, key string, ch Change, expect uint64) error {
 	m, err := s.last(ctx, key)
 	if err != nil {
@@ -209,6 +305,10 @@ func By(actor string) Change { return Change{Actor: actor, At: time.Now()} }
 // write publishes one change to the bucket: a value, or a deletion when data
 // is nil. The bucket's own Put and Delete cannot carry headers.
 func (s *Store) write(ctx context.Context, key, account string, data []byte, ch Change, expect uint64) error {
+	return s.writeMsg(ctx, key, account, "", data, ch, expect)
+}
+
+func (s *Store) writeMsg(ctx context.Context, key, account, previous string, data []byte, ch Change, expect uint64) error {
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return fmt.Errorf("read random: %w", err)
@@ -221,12 +321,15 @@ func (s *Store) write(ctx context.Context, key, account string, data []byte, ch 
 	msg.Header.Set(headerSchema, schemaVersion)
 	msg.Header.Set(headerActor, ch.Actor)
 	msg.Header.Set(headerAccount, account)
+	if previous != "" {
+		msg.Header.Set(headerPrevious, previous)
+	}
 	if data == nil {
 		msg.Header.Set(headerKVOp, "DEL")
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(eventID)}
 	if expect != Unconditional {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(expect))
+		opts = append(opts, jetstream.WithExpectLastSequence(expect))
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
@@ -235,7 +338,7 @@ func (s *Store) write(ctx context.Context, key, account string, data []byte, ch 
 		}
 		return fmt.Errorf("write catalog entry %s: %w", key, err)
 	}
-	s.awaitAudit(ctx, ack.Sequence)
+	s.awaitAudit(ctx, &jetstream.RawStreamMsg{Subject: msg.Subject, Sequence: ack.Sequence, Header: msg.Header, Data: data})
 	return nil
 }
 

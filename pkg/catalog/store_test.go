@@ -80,7 +80,7 @@ func TestViewFollowsChangesWithoutRestart(t *testing.T) {
 		case *eventsv1.Service:
 			err = s.PutService(ctx, x, By("test"))
 		case *eventsv1.Model:
-			err = s.PutModel(ctx, x, By("test"), Unconditional)
+			err = s.PutModel(ctx, x, "", By("test"), Unconditional)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +126,7 @@ func TestWatchAgainAfterAWatchEnded(t *testing.T) {
 		{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 30e9},
 		{Name: "gpt-3.5-turbo", Service: "acme/openai", InputPricePerMillion: 5e8},
 	} {
-		if err := s.PutModel(ctx, m, By("test"), Unconditional); err != nil {
+		if err := s.PutModel(ctx, m, "", By("test"), Unconditional); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -134,7 +134,7 @@ func TestWatchAgainAfterAWatchEnded(t *testing.T) {
 	watch(t, ctx, v, s)() // loaded, then ended
 
 	// While nobody watches: a price changes and a model goes.
-	if err := s.PutModel(ctx, &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 20e9}, By("test"), Unconditional); err != nil {
+	if err := s.PutModel(ctx, &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 20e9}, "", By("test"), Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(ctx, ModelKey("gpt-3.5-turbo"), By("test"), Unconditional); err != nil {

@@ -534,7 +534,7 @@ func seed(ctx context.Context, natsURL, pepper, mockURL string, withLimits bool)
 		{Name: "gpt-4o-mini", Service: "loadtest/mock", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 16384},
 		{Name: "gpt-4o", Service: "loadtest/mock", InputPricePerMillion: 25e8, OutputPricePerMillion: 1e10, MaxOutputTokens: 16384},
 	} {
-		if err := store.PutModel(ctx, m, catalog.By("loadtest"), catalog.Unconditional); err != nil {
+		if err := store.PutModel(ctx, m, "", catalog.By("loadtest"), catalog.Unconditional); err != nil {
 			return "", err
 		}
 	}

@@ -135,8 +135,9 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 		if err := mayManage(p, "id", r.GetId()); err != nil {
 			return nil, err
 		}
-		key := catalog.ServiceKey(r.GetId())
-		rev, _, err := h.store.Revision(ctx, key)
+		// Deleted only if no write came since the models were looked at:
+		// a model added meanwhile would be left without its service.
+		version, err := h.store.Version(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +154,7 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 		if len(users) > 0 {
 			return nil, &catalog.InUseError{What: "service " + r.GetId(), By: users}
 		}
-		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, key, h.change(p), rev)
+		return &adminv1.DeleteServiceResponse{}, h.store.Delete(ctx, catalog.ServiceKey(r.GetId()), h.change(p), version)
 	})
 }
 
@@ -171,10 +172,10 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		if err := mayManage(p, "model.service", m.GetService()); err != nil {
 			return nil, err
 		}
-		// The checks below read the catalog; the write happens only if the
-		// model is still as it was before they did (another PutModel could
-		// take the name meanwhile).
-		rev, _, err := h.store.Revision(ctx, catalog.ModelKey(m.GetName()))
+		// The checks below read the catalog; the write happens only if no
+		// other write came since (another PutModel could take the name, a
+		// DeleteService remove the service).
+		version, err := h.store.Version(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -188,12 +189,14 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		}
 		// A model name routes to one service: taking it from another
 		// account's service needs the right to manage that account too.
+		var previous string
 		if old, ok := snap.Models[m.GetName()]; ok && old.GetService() != m.GetService() {
 			if err := mayManage(p, "model.service", old.GetService()); err != nil {
 				return nil, fmt.Errorf("%w (model %q is served by %s)", err, m.GetName(), old.GetService())
 			}
+			previous, _, _ = catalog.SplitServiceID(old.GetService())
 		}
-		if err := h.store.PutModel(ctx, m, h.change(p), rev); err != nil {
+		if err := h.store.PutModel(ctx, m, previous, h.change(p), version); err != nil {
 			return nil, err
 		}
 		return &adminv1.PutModelResponse{Model: apiModel(m)}, nil
@@ -217,9 +220,9 @@ func (h *catalogHandler) ListModels(ctx context.Context, req *connect.Request[ad
 
 func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[adminv1.DeleteModelRequest]) (*connect.Response[adminv1.DeleteModelResponse], error) {
 	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
-		// Deleted only if still served by the service checked below.
-		key := catalog.ModelKey(r.GetName())
-		rev, _, err := h.store.Revision(ctx, key)
+		// Deleted only if no write came since the model's service was
+		// checked (it could be moved to another account's meanwhile).
+		version, err := h.store.Version(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +237,7 @@ func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[a
 		if err := mayManage(p, "name", m.GetService()); err != nil {
 			return nil, err
 		}
-		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, key, h.change(p), rev)
+		return &adminv1.DeleteModelResponse{}, h.store.Delete(ctx, catalog.ModelKey(r.GetName()), h.change(p), version)
 	})
 }
 
@@ -273,9 +276,9 @@ func (h *catalogHandler) ListCatalogChanges(ctx context.Context, req *connect.Re
 		}
 		recs, next, err := h.store.Changes(ctx, from, int(size), func(rec *catalog.Record) bool {
 			if acct != "" {
-				return rec.Account == acct
+				return rec.Account == acct || rec.Previous == acct
 			}
-			return p.MayRead(rec.Account)
+			return p.MayRead(rec.Account) || (rec.Previous != "" && p.MayRead(rec.Previous))
 		})
 		if err != nil {
 			return nil, err

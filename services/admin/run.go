@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if err != nil {
 		return nil, err
 	}
-	if err := cat.OpenAudit(ctx, cfg.StreamReplicas); err != nil {
+	if err := cat.OpenAudit(ctx, cfg.StreamReplicas, log); err != nil {
 		return nil, err
 	}
 	s.handler = s.routes(svc, authn, &catalogHandler{store: cat, auth: authn, log: log, now: time.Now})

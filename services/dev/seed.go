@@ -72,7 +72,7 @@ func seedCatalog(ctx context.Context, nc *nats.Conn, mockURL string) error {
 				continue
 			}
 		}
-		if err := store.PutModel(ctx, m, catalog.By("dev-seed"), catalog.Unconditional); err != nil {
+		if err := store.PutModel(ctx, m, "", catalog.By("dev-seed"), catalog.Unconditional); err != nil {
 			return err
 		}
 	}

@@ -110,7 +110,7 @@ func newPerfRig(tb testing.TB, mode usageMode, upstream http.RoundTripper, ks ..
 		}
 	}
 	for _, m := range perfModels {
-		if err := store.PutModel(ctx, m, catalog.By("test"), catalog.Unconditional); err != nil {
+		if err := store.PutModel(ctx, m, "", catalog.By("test"), catalog.Unconditional); err != nil {
 			tb.Fatal(err)
 		}
 	}

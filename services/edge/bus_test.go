@@ -198,7 +198,7 @@ func TestCatalogChangesApplyWithoutRestart(t *testing.T) {
 	svc := &eventsv1.Service{Id: "acme/openai", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: w.upstream.URL}
 	_, before := request(chatBody)
 	newPrice := &eventsv1.Model{Name: "gpt-4", Service: "acme/openai", InputPricePerMillion: 3e9, OutputPricePerMillion: 6e9, MaxOutputTokens: 8192}
-	if err := w.catalog.PutModel(ctx, newPrice, catalog.By("test"), catalog.Unconditional); err != nil {
+	if err := w.catalog.PutModel(ctx, newPrice, "", catalog.By("test"), catalog.Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the new price at the edge", func() bool {
@@ -214,7 +214,7 @@ func TestCatalogChangesApplyWithoutRestart(t *testing.T) {
 	if status, _ := request(mini); status != 404 {
 		t.Fatalf("gpt-4o-mini before it is in the catalog: %d, want 404", status)
 	}
-	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-4o-mini", Service: "acme/openai", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 4096}, catalog.By("test"), catalog.Unconditional); err != nil {
+	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-4o-mini", Service: "acme/openai", InputPricePerMillion: 15e7, OutputPricePerMillion: 6e8, MaxOutputTokens: 4096}, "", catalog.By("test"), catalog.Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the new model served", func() bool {

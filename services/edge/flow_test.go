@@ -502,7 +502,7 @@ func TestGzippedAnswerIsMeteredFromItsUsage(t *testing.T) {
 	if err := w.catalog.PutService(ctx, &eventsv1.Service{Id: "acme/gz", Adapter: eventsv1.Adapter_ADAPTER_OPENAI, BaseUrl: gz.URL}, catalog.By("test")); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-gz", Service: "acme/gz", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9, MaxOutputTokens: 4096}, catalog.By("test"), catalog.Unconditional); err != nil {
+	if err := w.catalog.PutModel(ctx, &eventsv1.Model{Name: "gpt-gz", Service: "acme/gz", InputPricePerMillion: 30e9, OutputPricePerMillion: 60e9, MaxOutputTokens: 4096}, "", catalog.By("test"), catalog.Unconditional); err != nil {
 		t.Fatal(err)
 	}
 	e := w.edge(nil)

@@ -93,7 +93,7 @@ func newWorldOn(t *testing.T, natsURL string) *world {
 		{Name: "gpt-3.5-turbo", Service: "acme/openai", InputPricePerMillion: 5e8, OutputPricePerMillion: 15e8, MaxOutputTokens: 4096},
 		{Name: "claude-3-opus", Service: "acme/anthropic", InputPricePerMillion: 15e9, OutputPricePerMillion: 75e9, MaxOutputTokens: 4096},
 	} {
-		if err := store.PutModel(ctx, m, catalog.By("test"), catalog.Unconditional); err != nil {
+		if err := store.PutModel(ctx, m, "", catalog.By("test"), catalog.Unconditional); err != nil {
 			t.Fatal(err)
 		}
 	}

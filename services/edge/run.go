@@ -228,7 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 // the bus is away comes up, answers 503 not_ready, and loads the catalog once
 // the bus is there.
 func (s *Server) watchCatalog(ctx context.Context) error {
-	store, err := catalog.Open(ctx, s.js, s.cfg.StreamReplicas)
+	store, err := catalog.Bind(ctx, s.js, s.cfg.StreamReplicas)
 	if err != nil {
 		return err
 	}

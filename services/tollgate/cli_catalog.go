@@ -333,6 +333,7 @@ func dollars(s string) string {
 
 func catalogChanges(ctx context.Context, cl *client, args []string, out io.Writer) error {
 	fs := cl.flagSet("catalog changes", "[--account A] [--limit N] [--page-token T]")
+	fs.Lookup("account").Usage = "only this account's changes (env TOLLGATE_ACCOUNT; default: every account the credential may read)"
 	limit := fs.Int32("limit", 100, "changes per page, 1 to 1000")
 	token := fs.String("page-token", "", "next page token of an earlier call (it is printed last); empty for the oldest change")
 	if err := cl.parse(fs, args, 0); err != nil {
