@@ -258,17 +258,6 @@ func (e *InUseError) Error() string {
 	return fmt.Sprintf("%s is still used by %s; delete or move those first", e.What, strings.Join(e.By, ", "))
 }
 
-// Revision is the revision of the entry under key: that of its last write,
-// a deletion included, and 0 if it was never written. exists is false for
-// an entry never written or deleted.
-func (s *Store) Revision(ctx context.Context, key string) (rev uint64, exists bool, err error) {
-	m, err := s.last(ctx, key)
-	if m == nil || err != nil {
-		return 0, false, err
-	}
-	return m.Sequence, m.Header.Get(headerKVOp) == "", nil
-}
-
 // last is the last message under key, nil if there is none.
 func (s *Store) last(ctx context.Context, key string) (*jetstream.RawStreamMsg, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, kvSubject(key))
