@@ -3,7 +3,6 @@ package catalog
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -31,8 +30,10 @@ type Record struct {
 
 // maxScan bounds the messages one Changes call reads, whatever match keeps:
 // a caller who may read one account of many gets short pages, not a long
-// wait.
-const maxScan = 2_000
+// wait. They are read in batches of scanBatch through one ordered consumer.
+const maxScan = 20_000
+
+var scanBatch = 500 // a var for tests
 
 // Changes reads the audit stream from sequence from on (0 or anything older
 // than the oldest kept: from the oldest), keeping at most limit records that
@@ -42,24 +43,46 @@ func (s *Store) Changes(ctx context.Context, from uint64, limit int, match func(
 	if err != nil {
 		return nil, from, fmt.Errorf("open %s stream: %w", AuditStream, err)
 	}
-	info, err := st.Info(ctx)
+	last := st.CachedInfo().State.LastSeq
+	next = max(from, st.CachedInfo().State.FirstSeq, 1)
+	if next > last {
+		return nil, next, nil
+	}
+	// An ephemeral consumer: the server drops it soon after the last fetch.
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next, InactiveThreshold: 10 * time.Second})
 	if err != nil {
 		return nil, from, fmt.Errorf("read %s stream: %w", AuditStream, err)
 	}
-	seq := max(from, info.State.FirstSeq, 1)
-	for scanned := 0; seq <= info.State.LastSeq && len(recs) < limit && scanned < maxScan; seq, scanned = seq+1, scanned+1 {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+	for scanned := 0; next <= last && len(recs) < limit && scanned < maxScan; {
+		batch, err := c.Fetch(min(scanBatch, int(last-next+1)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return recs, seq, fmt.Errorf("read %s message %d: %w", AuditStream, seq, err)
+			return recs, next, fmt.Errorf("read %s stream: %w", AuditStream, err)
 		}
-		if r, ok := decodeRecord(m); ok && match(r) {
-			recs = append(recs, r)
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if len(recs) < limit { // the rest of a fetched batch is read again next time
+				raw := &jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream, Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp}
+				if r, ok := decodeRecord(raw); ok && match(r) {
+					recs = append(recs, r)
+				}
+				next = meta.Sequence.Stream + 1
+			}
 		}
+		if err := batch.Error(); err != nil {
+			return recs, next, fmt.Errorf("read %s stream: %w", AuditStream, err)
+		}
+		if n == 0 {
+			break // nothing more within the wait
+		}
+		scanned += n
 	}
-	return recs, seq, nil
+	return recs, next, nil
 }
 
 // decodeRecord reads a message of the bucket's stream; ok is false for one

@@ -89,6 +89,23 @@ func TestEveryChangeIsRecordedWithItsActor(t *testing.T) {
 	if err != nil || len(rest) != len(recs)-5 || end != del.Sequence+1 {
 		t.Fatalf("the rest: %d records, next %d, %v", len(rest), end, err)
 	}
+
+	// Read in small batches, the same records.
+	defer func(n int) { scanBatch = n }(scanBatch)
+	scanBatch = 7
+	again, end2, err := s.Changes(ctx, 0, 1000, func(*Record) bool { return true })
+	if err != nil || len(again) != len(recs) || end2 != end {
+		t.Fatalf("in batches of 7: %d records, next %d, %v; want %d, %d", len(again), end2, err, len(recs), end)
+	}
+	for i := range again {
+		if again[i].Sequence != recs[i].Sequence || again[i].EventID != recs[i].EventID {
+			t.Fatalf("record %d in batches of 7: %+v, want %+v", i, again[i], recs[i])
+		}
+	}
+	odd, _, err := s.Changes(ctx, 0, 5, func(r *Record) bool { return r.Sequence%2 == 1 })
+	if err != nil || len(odd) != 5 || odd[4].Sequence != recs[8].Sequence {
+		t.Fatalf("five odd sequences in batches of 7: %d records, %v", len(odd), err)
+	}
 }
 
 // A write that expects a version of the catalog is refused once any write
