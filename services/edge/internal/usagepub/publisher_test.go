@@ -68,18 +68,7 @@ func streamSequences(t *testing.T, js jetstream.JetStream) map[string]map[uint64
 // The bus goes away twice in the middle of a steady load; every event is in
 // the stream afterwards, exactly once.
 func TestNoEventLostWhenTheBusDies(t *testing.T) {
-	h := testenv.NATSRestartable(t)
-	nc, err := bus.Connect(h.URL(), "test", quiet, nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	h, nc, js, ctx := restartableUsageBus(t)
 	p, err := New(nc, Config{SpoolDir: t.TempDir(), AckTimeout: 500 * time.Millisecond, BatchSize: 100}, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +127,25 @@ func TestNoEventLostWhenTheBusDies(t *testing.T) {
 		t.Fatalf("stream holds %d distinct events, want %d", len(got), total)
 	}
 	t.Logf("%d events, %d spooled during the outages, %d stored twice", total, spooled, dups)
+}
+
+// restartableUsageBus is usageBus on a server the test can stop and start
+// again; the connection reconnects every 50 ms. ctx bounds the test.
+func restartableUsageBus(t *testing.T) (*testenv.NATSHandle, *nats.Conn, jetstream.JetStream, context.Context) {
+	t.Helper()
+	h := testenv.NATSRestartable(t)
+	nc, err := bus.Connect(h.URL(), "test", quiet, nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return h, nc, js, ctx
 }
 
 // usageBus starts a NATS server with the USAGE stream; ctx bounds the test.
@@ -295,18 +303,7 @@ func TestStopEndsWhenNeitherBusNorSpoolTakesEvents(t *testing.T) {
 // The bus comes back while the spool still cannot be written: the events
 // the spool did not take are published, not held until the disk heals.
 func TestBusTakesWhatTheFailingSpoolCouldNot(t *testing.T) {
-	h := testenv.NATSRestartable(t)
-	nc, err := bus.Connect(h.URL(), "test", quiet, nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := bus.EnsureUsageStream(ctx, js, bus.UsageOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	h, nc, js, ctx := restartableUsageBus(t)
 	p, err := New(nc, Config{SpoolDir: t.TempDir(), AckTimeout: 200 * time.Millisecond}, quiet)
 	if err != nil {
 		t.Fatal(err)
