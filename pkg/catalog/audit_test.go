@@ -115,7 +115,7 @@ func TestWriteRefusedWhenTheCatalogChanged(t *testing.T) {
 	s, ctx := openStore(t)
 	version := func() uint64 {
 		t.Helper()
-		v, err := s.Version(ctx)
+		_, v, err := s.LoadVersion(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

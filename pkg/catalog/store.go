@@ -3,8 +3,6 @@ package catalog
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,14 +18,15 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
+	"github.com/tollgate/tollgate/pkg/keys"
 )
 
 // Store reads and writes the catalog in its KV bucket.
 type Store struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
-	// stream is the bucket's own stream: writes with headers, and the last
-	// message of an entry with its revision.
+	// stream is the bucket's own stream: writes with headers, the last
+	// message of an entry, and the catalog's version.
 	stream jetstream.Stream
 	// audit is the audit stream once OpenAudit opened it: each write then
 	// waits until the stream has copied it, and logs to log if it does not.
@@ -203,17 +202,18 @@ const Unconditional = ^uint64(0)
 // read again.
 var ErrChanged = errors.New("the catalog changed while this request ran; read it again and retry")
 
-// Version is the catalog's version: the sequence of the bucket's last write.
-// A write that expects it is made only if no other write came since, so a
-// decision made on what was read after Version holds when the write lands,
-// whichever entries it looked at (the model a PutModel takes, the models a
-// DeleteService looks for).
-func (s *Store) Version(ctx context.Context) (uint64, error) {
+// LoadVersion is Load with the catalog's version, read before it: the
+// sequence of the bucket's last write. A write that expects the version is
+// made only if no other write came since, so a decision made on the
+// snapshot holds when the write lands, whichever entries it looked at (the
+// model a PutModel takes, the models a DeleteService looks for).
+func (s *Store) LoadVersion(ctx context.Context) (*Snapshot, uint64, error) {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("read %s bucket's stream: %w", Bucket, err)
+		return nil, 0, fmt.Errorf("read %s bucket's stream: %w", Bucket, err)
 	}
-	return info.State.LastSeq, nil
+	snap, err := s.Load(ctx)
+	return snap, info.State.LastSeq, err
 }
 
 // PutService stores a validated service.
@@ -224,11 +224,11 @@ func (s *Store) PutService(ctx context.Context, svc *eventsv1.Service, ch Change
 		return fmt.Errorf("marshal service: %w", err)
 	}
 	acct, _, _ := SplitServiceID(svc.GetId())
-	return s.write(ctx, ServiceKey(svc.GetId()), acct, data, ch, Unconditional)
+	return s.write(ctx, ServiceKey(svc.GetId()), acct, "", data, ch, Unconditional)
 }
 
 // PutModel stores a validated model if the catalog is still at version
-// expect (Version; Unconditional for any). previous is the account whose
+// expect (LoadVersion; Unconditional for any). previous is the account whose
 // service served the model until now, if another one's (the audit shows the
 // move to both).
 func (s *Store) PutModel(ctx context.Context, m *eventsv1.Model, previous string, ch Change, expect uint64) error {
@@ -241,7 +241,7 @@ func (s *Store) PutModel(ctx context.Context, m *eventsv1.Model, previous string
 	if previous == acct {
 		previous = ""
 	}
-	return s.writeMsg(ctx, ModelKey(m.GetName()), acct, previous, data, ch, expect)
+	return s.write(ctx, ModelKey(m.GetName()), acct, previous, data, ch, expect)
 }
 
 // ErrNotFound is returned for a catalog entry that does not exist.
@@ -284,27 +284,23 @@ func (s *Store) Delete(ctx context.Context, key string, ch Change, expect uint64
 	if !ok {
 		return fmt.Errorf("delete %s: undecodable entry", key)
 	}
-	return s.write(ctx, key, r.Account, nil, ch, expect)
+	return s.write(ctx, key, r.Account, "", nil, ch, expect)
 }
 
 // By is a write made now by actor (tools and tests; the admin API records
 // the caller).
 func By(actor string) Change { return Change{Actor: actor, At: time.Now()} }
 
-// write publishes one change to the bucket: a value, or a deletion when data
-// is nil. The bucket's own Put and Delete cannot carry headers.
-func (s *Store) write(ctx context.Context, key, account string, data []byte, ch Change, expect uint64) error {
-	return s.writeMsg(ctx, key, account, "", data, ch, expect)
-}
-
-func (s *Store) writeMsg(ctx context.Context, key, account, previous string, data []byte, ch Change, expect uint64) error {
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return fmt.Errorf("read random: %w", err)
+// write publishes one change to the bucket, of account's catalog (and of
+// previous's, a model moved from it): a value, or a deletion when data is
+// nil. The bucket's own Put and Delete cannot carry headers.
+func (s *Store) write(ctx context.Context, key, account, previous string, data []byte, ch Change, expect uint64) error {
+	eventID, err := keys.NewEventID()
+	if err != nil {
+		return err
 	}
 	msg := nats.NewMsg(kvSubject(key))
 	msg.Data = data
-	eventID := hex.EncodeToString(id[:])
 	msg.Header.Set(headerEventID, eventID)
 	msg.Header.Set(headerOccurredAt, ch.At.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(headerSchema, schemaVersion)

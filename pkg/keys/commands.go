@@ -130,13 +130,22 @@ func Rotate(now time.Time, actor string, h *Hasher, cur *eventsv1.Key, grace tim
 	return ev, secret, err
 }
 
-func newEvent(now time.Time, typ eventsv1.KeyEventType, actor string, k *eventsv1.Key, changed []string) (*eventsv1.KeyEvent, error) {
+// NewEventID returns a fresh event id: 128 random bits in hex.
+func NewEventID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return nil, fmt.Errorf("read random: %w", err)
+		return "", fmt.Errorf("read random: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func newEvent(now time.Time, typ eventsv1.KeyEventType, actor string, k *eventsv1.Key, changed []string) (*eventsv1.KeyEvent, error) {
+	id, err := NewEventID()
+	if err != nil {
+		return nil, err
 	}
 	return &eventsv1.KeyEvent{
-		EventId:       hex.EncodeToString(b[:]),
+		EventId:       id,
 		OccurredAt:    timestamppb.New(now),
 		SchemaVersion: SchemaVersion,
 		Type:          typ,

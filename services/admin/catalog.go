@@ -137,11 +137,7 @@ func (h *catalogHandler) DeleteService(ctx context.Context, req *connect.Request
 		}
 		// Deleted only if no write came since the models were looked at:
 		// a model added meanwhile would be left without its service.
-		version, err := h.store.Version(ctx)
-		if err != nil {
-			return nil, err
-		}
-		snap, err := h.store.Load(ctx)
+		snap, version, err := h.store.LoadVersion(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -175,11 +171,7 @@ func (h *catalogHandler) PutModel(ctx context.Context, req *connect.Request[admi
 		// The checks below read the catalog; the write happens only if no
 		// other write came since (another PutModel could take the name, a
 		// DeleteService remove the service).
-		version, err := h.store.Version(ctx)
-		if err != nil {
-			return nil, err
-		}
-		snap, err := h.store.Load(ctx)
+		snap, version, err := h.store.LoadVersion(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -222,11 +214,7 @@ func (h *catalogHandler) DeleteModel(ctx context.Context, req *connect.Request[a
 	return call(ctx, h.auth, h.mapErr, req, func(ctx context.Context, p auth.Principal, r *adminv1.DeleteModelRequest) (*adminv1.DeleteModelResponse, error) {
 		// Deleted only if no write came since the model's service was
 		// checked (it could be moved to another account's meanwhile).
-		version, err := h.store.Version(ctx)
-		if err != nil {
-			return nil, err
-		}
-		snap, err := h.store.Load(ctx)
+		snap, version, err := h.store.LoadVersion(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -256,13 +244,7 @@ func (h *catalogHandler) ListCatalogChanges(ctx context.Context, req *connect.Re
 			return nil, fmt.Errorf("%w: account %q is not yours", auth.ErrForbidden, acct)
 		}
 		var v keys.ValidationError
-		size := r.GetPageSize()
-		if size == 0 {
-			size = 100
-		}
-		if size < 0 || size > 1000 {
-			v.Add("page_size", "must be between 1 and 1000 (0 for 100)")
-		}
+		size := pageSize(r.GetPageSize(), &v)
 		var from uint64
 		if t := r.GetPageToken(); t != "" {
 			n, err := strconv.ParseUint(t, 10, 64)
@@ -274,11 +256,12 @@ func (h *catalogHandler) ListCatalogChanges(ctx context.Context, req *connect.Re
 		if err := v.Err(); err != nil {
 			return nil, err
 		}
+		shown := p.MayRead // a change of a model moved between accounts is shown to both
+		if acct != "" {
+			shown = func(a string) bool { return a == acct }
+		}
 		recs, next, err := h.store.Changes(ctx, from, int(size), func(rec *catalog.Record) bool {
-			if acct != "" {
-				return rec.Account == acct || rec.Previous == acct
-			}
-			return p.MayRead(rec.Account) || (rec.Previous != "" && p.MayRead(rec.Previous))
+			return shown(rec.Account) || (rec.Previous != "" && shown(rec.Previous))
 		})
 		if err != nil {
 			return nil, err

@@ -126,19 +126,14 @@ func (s *keyService) list(ctx context.Context, p auth.Principal, req *adminv1.Li
 		return nil, err
 	}
 	var v keys.ValidationError
-	f := readmodel.Filter{Account: acct, Name: req.GetName(), Permission: req.GetPermission(), PageToken: req.GetPageToken(), PageSize: int(req.GetPageSize())}
+	f := readmodel.Filter{Account: acct, Name: req.GetName(), Permission: req.GetPermission(), PageToken: req.GetPageToken()}
 	switch st := keys.Status(strings.ToLower(req.GetStatus())); st {
 	case "", keys.StatusActive, keys.StatusRevoked, keys.StatusExpired:
 		f.Status = st
 	default:
 		v.Add("status", "%q is not a status; use active, revoked or expired", req.GetStatus())
 	}
-	switch {
-	case f.PageSize == 0:
-		f.PageSize = 100
-	case f.PageSize < 0 || f.PageSize > 1000:
-		v.Add("page_size", "must be between 1 and 1000")
-	}
+	f.PageSize = int(pageSize(req.GetPageSize(), &v))
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -272,4 +267,15 @@ func (s *keyService) append(ctx context.Context, ev *eventsv1.KeyEvent, expected
 		s.logger.Warn("read model lags behind a write", "key_id", ev.GetKey().GetId(), "revision", rev, "err", err)
 	}
 	return rev, nil
+}
+
+// pageSize is a list's page_size: 100 for 0, and between 1 and 1000.
+func pageSize(n int32, v *keys.ValidationError) int32 {
+	if n == 0 {
+		return 100
+	}
+	if n < 0 || n > 1000 {
+		v.Add("page_size", "must be between 1 and 1000 (0 for 100)")
+	}
+	return n
 }

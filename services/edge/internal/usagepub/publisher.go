@@ -104,9 +104,6 @@ type Publisher struct {
 	adopted time.Time // when Run last looked for orphans; Run's goroutine only
 }
 
-// NewInstanceID returns a fresh edge instance id: the host name and random bits.
-func NewInstanceID() string { return instanceID("") }
-
 // instanceID returns a fresh edge instance id: name (the host name when
 // empty) and random bits. The bits are not optional: an edge started again
 // under the same name counts its sequences from 1 again, and the stream (by

@@ -73,9 +73,7 @@ func TestNoEventLostWhenTheBusDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 
 	const total = 6000
 	for i := 1; i <= total; i++ {
@@ -129,6 +127,14 @@ func TestNoEventLostWhenTheBusDies(t *testing.T) {
 	t.Logf("%d events, %d spooled during the outages, %d stored twice", total, spooled, dups)
 }
 
+// runPublisher runs p.Run until stop is called; done gets what Run returned.
+func runPublisher(ctx context.Context, p *Publisher) (stop context.CancelFunc, done <-chan error) {
+	runCtx, stop := context.WithCancel(ctx)
+	ch := make(chan error, 1)
+	go func() { ch <- p.Run(runCtx) }()
+	return stop, ch
+}
+
 // restartableUsageBus is usageBus on a server the test can stop and start
 // again; the connection reconnects every 50 ms. ctx bounds the test.
 func restartableUsageBus(t *testing.T) (*testenv.NATSHandle, *nats.Conn, jetstream.JetStream, context.Context) {
@@ -172,9 +178,7 @@ func TestSpoolOfAnEarlierProcessIsReplayed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 	waitStored(t, js, "edge-old", 10)
 	stop()
 	<-done
@@ -196,9 +200,7 @@ func TestRestartWithAFixedInstanceLosesNoEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- p.Run(runCtx) }()
+		stop, done := runPublisher(ctx, p)
 		for i := range perRun {
 			p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme", Cost: int64(100*run + i)})
 		}
@@ -239,9 +241,7 @@ func TestRunningEdgeAdoptsTheSpoolOfOneThatDied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 
 	dead := spoolWith(t, dir, "edge-dead", 10)
 	dead.f.Close() // the process dies: its lock goes, its file stays
@@ -270,9 +270,7 @@ func TestStopEndsWhenNeitherBusNorSpoolTakesEvents(t *testing.T) {
 	}
 	nc.Close()        // the bus is away
 	p.spool.f.Close() // and the spool cannot be written
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 	const n = 7
 	for range n {
 		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme"})
@@ -310,9 +308,7 @@ func TestBusTakesWhatTheFailingSpoolCouldNot(t *testing.T) {
 	}
 	h.Shutdown()      // the bus is away
 	p.spool.f.Close() // and the spool cannot be written
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 	const n = 5
 	for range n {
 		p.Publish(&eventsv1.UsageEvent{KeyId: "key_x", Account: "acme"})

@@ -1,7 +1,6 @@
 package usagepub
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -90,9 +89,7 @@ func TestSpoolOpenedOnRecordsIsNotEmptyAndReplaysThem(t *testing.T) {
 	}
 	p.spool.close()
 	p.spool = again
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	stop, done := runPublisher(ctx, p)
 	waitStored(t, js, "edge-a", 10)
 	stop()
 	if err := <-done; err != nil {
