@@ -72,7 +72,8 @@ type Server struct {
 
 // Connection states, in sconn.state.
 const (
-	stateIdle     int32 = iota // waiting for a request's first byte
+	stateIdle     int32 = iota // waiting for the next request's first byte
+	stateNew                   // a new connection waiting for its first request's first byte
 	stateHeader                // reading a request's line and headers
 	stateActive                // the handler runs; the body is not read to its end
 	stateBodyRead              // the handler runs; the body was read to its end (or there is none)
@@ -251,7 +252,7 @@ func (s *Server) closeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateNew, stateClosed) {
 			c.nc.Close()
 		}
 	}
@@ -289,6 +290,13 @@ func (s *Server) watch() {
 			switch st {
 			case stateIdle:
 				if age > idle && c.state.CompareAndSwap(stateIdle, stateClosed) {
+					c.nc.Close()
+				}
+			case stateNew:
+				// As net/http, whose ReadHeaderTimeout starts at accept: a
+				// client that connects and says nothing holds a connection
+				// for the header timeout, not the idle timeout.
+				if age > header && c.state.CompareAndSwap(stateNew, stateClosed) {
 					c.nc.Close()
 				}
 			case stateHeader, stateDraining:

@@ -68,7 +68,7 @@ func (s *Server) newConn(nc net.Conn) *sconn {
 	c.br.Reset(&c.cr)
 	c.bw = newWriteBuffer(nc)
 	c.res.c = c
-	c.setState(stateIdle)
+	c.setState(stateNew)
 	return c
 }
 
@@ -88,8 +88,12 @@ func (c *sconn) serve() {
 			return // the client closed an idle connection, or the watch did
 		}
 		c.since.Store(mono())
-		if !c.state.CompareAndSwap(stateIdle, stateHeader) {
-			return // Shutdown closed it as idle
+		waiting := stateIdle
+		if first {
+			waiting = stateNew
+		}
+		if !c.state.CompareAndSwap(waiting, stateHeader) {
+			return // Shutdown, or the watch, closed it as idle
 		}
 		if first && c.s.Fallback != nil && c.http2Preface() {
 			c.handOn()
@@ -170,9 +174,9 @@ func (c *sconn) closeAfterAnswer() {
 // checkRequest applies what net/http's server checks beyond the parser, as
 // far as http.ReadRequest lets it: that removes the Host header after
 // taking its first value as req.Host, so a missing Host cannot be told from
-// an empty one (which is valid), and a second Host header goes unseen. Such
-// requests are served; net/http's server refuses the two (the edge does not
-// route by host).
+// an empty one (which is valid), and such requests are served; net/http's
+// server refuses them (the edge does not route by host). A second Host
+// header is refused by http.ReadRequest itself.
 func checkRequest(req *http.Request) (int, string) {
 	if req.ProtoMajor != 1 {
 		return http.StatusHTTPVersionNotSupported, "HTTP version not supported: use HTTP/1.1 (or HTTP/2 without TLS, with prior knowledge)"
@@ -247,7 +251,12 @@ func (c *sconn) answerError(code int, msg string) {
 func (c *sconn) handle(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
 	req = req.WithContext(c.ctx)
-	keep = !req.Close
+	// An HTTP/1.0 request with a body ends its connection: http.ReadRequest
+	// drops a Transfer-Encoding header from HTTP/1.0 and frames the body by
+	// Content-Length, and a proxy in front that framed it by the chunks
+	// would take what follows for another request (RFC 9112 section 6.1:
+	// such a message is faulty and the connection must close).
+	keep = !req.Close && (req.ProtoAtLeast(1, 1) || req.ContentLength == 0)
 	b := &c.body
 	*b = requestBody{c: c, rc: req.Body}
 	if ex := req.Header.Get("Expect"); hasToken([]string{ex}, "100-continue") {

@@ -346,6 +346,20 @@ func TestServerFraming(t *testing.T) {
 		header:  map[string]string{"Connection": "close", "Content-Length": ""},
 		body:    "hello world",
 	}, {
+		// http.ReadRequest drops Transfer-Encoding from HTTP/1.0 and frames
+		// the body by Content-Length; a proxy in front that went by the
+		// chunks would send "GET /smuggled" as a request of its own.
+		name: "HTTP/1.0 keep-alive with a body closes",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		},
+		request: "POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"23\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\r\n0\r\n\r\n",
+		proto:  "HTTP/1.0",
+		header: map[string]string{"Connection": "close", "Content-Length": "4"},
+		body:   "23\r\n",
+	}, {
 		// RFC 9110 8.6: no Content-Length in a 1xx answer (net/http leaves
 		// it out); the final answer keeps it.
 		name: "early hints carry no framing headers",
@@ -696,7 +710,7 @@ func TestServerHeaderSafety(t *testing.T) {
 
 func TestServerTimeouts(t *testing.T) {
 	t.Parallel()
-	const header, idle = 200 * time.Millisecond, 300 * time.Millisecond
+	const header, idle = 200 * time.Millisecond, 1500 * time.Millisecond
 	started := make(chan struct{}, 1)
 	cancelled := make(chan struct{}, 1)
 	ts := startServer(t, &Server{
@@ -715,13 +729,16 @@ func TestServerTimeouts(t *testing.T) {
 		}),
 	})
 
-	t.Run("idle connection", func(t *testing.T) {
+	t.Run("new connection that sends nothing", func(t *testing.T) {
+		// As net/http, whose ReadHeaderTimeout starts at accept: not the
+		// idle timeout, which would let a client hold connections open
+		// without ever sending a request.
 		t.Parallel()
 		start := time.Now()
 		c := dialRaw(t, ts.addr)
-		c.expectClosed(2 * time.Second)
-		if d := time.Since(start); d < idle {
-			t.Errorf("closed after %v, before the IdleTimeout (%v)", d, idle)
+		c.expectClosed(4 * time.Second)
+		if d := time.Since(start); d < header || d >= idle {
+			t.Errorf("closed after %v, want the ReadHeaderTimeout (%v), not the IdleTimeout (%v)", d, header, idle)
 		}
 	})
 	t.Run("idle after a request", func(t *testing.T) {
@@ -730,7 +747,7 @@ func TestServerTimeouts(t *testing.T) {
 		start := time.Now()
 		c.send(get("/x"))
 		c.want200("GET", "GET /x ")
-		c.expectClosed(2 * time.Second)
+		c.expectClosed(4 * time.Second)
 		if d := time.Since(start); d < idle {
 			t.Errorf("closed after %v, before the IdleTimeout (%v)", d, idle)
 		}

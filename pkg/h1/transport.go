@@ -15,8 +15,9 @@
 // What it does not do, by design: HTTP/2 (upstreams are spoken to in
 // HTTP/1.1, as most gateways do), automatic decompression (the edge reads
 // usage from the bytes it passes on), redirects (an upstream's redirect goes
-// back to the client as it is), and retries of a request that may have
-// reached the upstream. A request through an HTTP proxy (HTTP_PROXY,
+// back to the client as it is), protocol upgrades (a 101 answer is an
+// error: the edge never asks for one), and retries of a request that may
+// have reached the upstream. A request through an HTTP proxy (HTTP_PROXY,
 // HTTPS_PROXY and NO_PROXY, read once at start) goes through Fallback.
 package h1
 
@@ -30,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -47,6 +49,10 @@ type Transport struct {
 	IdleTimeout time.Duration
 	// MaxIdlePerHost bounds the idle connections kept per upstream.
 	MaxIdlePerHost int
+	// MaxResponseHeaderBytes bounds what an answer's headers may take from
+	// the connection, its informational answers (1xx) included, as
+	// net/http's field of that name does (0: 1 MB).
+	MaxResponseHeaderBytes int64
 	// TLSClientConfig is cloned for each TLS connection.
 	TLSClientConfig *tls.Config
 	// Fallback carries requests this transport does not: through an HTTP
@@ -150,6 +156,8 @@ type conn struct {
 	// pre is what br reads from on a connection without TLS: readable reads
 	// into it instead of peeking (prefetch.go).
 	pre *prefetch
+	// lim is what br reads through: it bounds the answer's headers.
+	lim headerLimit
 
 	// For readable's peek under TLS (alive_unix.go), made on first use.
 	peek    func(fd uintptr)
@@ -159,9 +167,62 @@ type conn struct {
 
 // quiet reports whether nothing the upstream sent is waiting to be read:
 // bytes beyond an answer's end, unasked, mean the connection cannot carry
-// another request.
+// another request (they would be read as the next request's answer).
 func (c *conn) quiet() bool {
-	return c.br.Buffered() == 0 && (c.pre == nil || !c.pre.pending()) && alive(c.raw)
+	if c.br.Buffered() > 0 || c.pre != nil && c.pre.pending() || !alive(c.raw) {
+		return false
+	}
+	if _, ok := c.nc.(*tls.Conn); ok {
+		return c.tlsQuiet()
+	}
+	return true
+}
+
+// tlsQuiet looks for what the TLS layer read ahead from the socket and
+// holds, which neither br nor a peek at the socket sees: a read that must
+// not wait (its deadline passed) returns it, or fails at once. A timeout is
+// not a lasting error for a TLS connection, and what the read returned
+// stays in br: either way the connection is as it was.
+func (c *conn) tlsQuiet() bool {
+	if c.nc.SetReadDeadline(aLongTimeAgo) != nil {
+		return false
+	}
+	_, err := c.br.Peek(1)
+	if c.nc.SetReadDeadline(time.Time{}) != nil {
+		return false
+	}
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// headerLimit passes reads through while left is negative, and otherwise
+// takes at most left bytes in all.
+type headerLimit struct {
+	r    io.Reader
+	left int64
+}
+
+var errHeadersTooLong = errors.New("h1: answer headers too long")
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return l.r.Read(p)
+	}
+	if l.left == 0 {
+		return 0, errHeadersTooLong
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+func (t *Transport) maxResponseHeaderBytes() int64 {
+	if t.MaxResponseHeaderBytes > 0 {
+		return t.MaxResponseHeaderBytes
+	}
+	return 1 << 20
 }
 
 // RoundTrip sends req and returns the answer; the body must be read to its
@@ -242,17 +303,28 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	if t.ResponseHeaderTimeout > 0 {
 		t.watch.add(c, t.ResponseHeaderTimeout)
 	}
+	c.lim.left = t.maxResponseHeaderBytes()
 	res, err := http.ReadResponse(c.br, req)
 	for err == nil && res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
 		// An informational answer (103 Early Hints, a stray 100
 		// Continue) comes before the real one and has no body.
 		res, err = http.ReadResponse(c.br, req)
 	}
+	c.lim.left = -1
 	timedOut := t.ResponseHeaderTimeout > 0 && t.watch.remove(c)
-	if err == nil && (res.StatusCode < 100 || res.StatusCode > 999) {
+	switch {
+	case errors.Is(err, errHeadersTooLong):
+		err = fmt.Errorf("upstream's answer headers exceed %d bytes", t.maxResponseHeaderBytes())
+	case err != nil:
+	case res.StatusCode < 100 || res.StatusCode > 999:
 		// ReadResponse takes any three digits; net/http's server panics
 		// on writing such a status to the client. (Found by the fuzzer.)
 		err = fmt.Errorf("upstream answered with status %d", res.StatusCode)
+	case res.StatusCode == http.StatusSwitchingProtocols:
+		// Never asked for: what follows on the connection is another
+		// protocol, neither an answer to pass on nor a connection to
+		// use again.
+		err = errors.New("upstream switched protocols (101) without being asked to")
 	}
 	if err != nil {
 		stop()
@@ -289,17 +361,22 @@ type body struct {
 	stop func() bool
 	keep bool
 	done bool
+	err  error // what a Read returns once done: the first failure, io.EOF, or errBodyClosed
 }
+
+var errBodyClosed = errors.New("h1: read on a closed answer body")
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.done {
-		return 0, io.EOF
+		return 0, b.err
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
 		b.finish(true)
+		b.err = io.EOF
 	} else if err != nil {
 		b.finish(false)
+		b.err = err
 	}
 	return n, err
 }
@@ -321,7 +398,10 @@ func (b *body) Arrived() bool {
 }
 
 func (b *body) Close() error {
-	b.finish(false)
+	if !b.done {
+		b.finish(false)
+		b.err = errBodyClosed
+	}
 	return nil
 }
 
@@ -442,12 +522,12 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		}
 		c.nc = tc
 	}
+	c.lim = headerLimit{r: c.nc, left: -1}
 	if c.nc == nc && c.raw != nil {
 		c.pre = &prefetch{nc: nc}
-		c.br = bufio.NewReaderSize(c.pre, 16<<10)
-	} else {
-		c.br = bufio.NewReaderSize(c.nc, 16<<10)
+		c.lim.r = c.pre
 	}
+	c.br = bufio.NewReaderSize(&c.lim, 16<<10)
 	c.bw = newOwnWriteBuffer(c.nc, 8<<10) // its own, not pooled: it lives as long as the connection
 	return c, nil
 }

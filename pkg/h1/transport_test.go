@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -594,5 +595,216 @@ func TestConnectionWithBytesBeyondTheAnswerIsNotReused(t *testing.T) {
 	}
 	if got := u.conns.Load(); got != 2 {
 		t.Errorf("%d connections, want 2", got)
+	}
+}
+
+// lateReader is a client connection whose reads wait, once a request has
+// been written after armed was set, until the upstream has written all it
+// means to: so that what the upstream wrote separately arrives together,
+// as it may on any network.
+type lateReader struct {
+	net.Conn
+	armed   *atomic.Bool
+	sent    *atomic.Bool
+	written <-chan struct{}
+}
+
+func (c lateReader) Write(p []byte) (int, error) {
+	if c.armed.Load() {
+		c.sent.Store(true)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c lateReader) Read(p []byte) (int, error) {
+	if c.sent.Load() {
+		<-c.written
+	}
+	return c.Conn.Read(p)
+}
+
+// Under TLS, the TLS layer reads records ahead and holds them where neither
+// the reader's buffer nor a peek at the socket sees them. An upstream that
+// sent more than its answer (here a whole second answer, in a record of
+// its own) must not have that taken as the answer to the next request,
+// which may be another client's.
+func TestTLSConnectionWithAnswerBeyondTheAnswerIsNotReused(t *testing.T) {
+	written := make(chan struct{})
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/one" {
+			io.WriteString(w, strings.TrimPrefix(r.URL.Path, "/"))
+			return
+		}
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+		bw.Flush() // one TLS record
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+		bw.Flush() // another
+		close(written)
+		io.Copy(io.Discard, c) // until the client closes it
+	}, true)
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	var armed atomic.Bool
+	tr.dialFn = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return lateReader{Conn: nc, armed: &armed, sent: new(atomic.Bool), written: written}, nil
+	}
+	for _, path := range []string{"warm", "one", "two"} {
+		if path == "one" {
+			armed.Store(true) // the connection's TLS handshake is over
+		}
+		res, err := post(t, tr, context.Background(), u.URL+"/"+path, "")
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if got := readAll(t, res); got != path {
+			t.Fatalf("answer to /%s: %q", path, got)
+		}
+	}
+	if got := u.conns.Load(); got != 2 {
+		t.Errorf("%d connections, want 2", got)
+	}
+}
+
+// hijacked is an upstream that writes raw bytes as its answer.
+func hijacked(t *testing.T, answer func(w *bufio.ReadWriter)) *upstream {
+	return newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/plain" {
+			io.WriteString(w, "plain")
+			return
+		}
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		answer(bw)
+		bw.Flush()
+		io.Copy(io.Discard, c) // until the client closes it
+	}, false)
+}
+
+// A 101 that was never asked for: what follows is another protocol, so the
+// answer is an error and the connection is not used again.
+func TestUnaskedSwitchingProtocolsIsRefused(t *testing.T) {
+	u := hijacked(t, func(w *bufio.ReadWriter) {
+		io.WriteString(w, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+		w.Flush()
+		w.ReadString('\n') // the next request, if the client sent one here
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfrom-upgrade")
+	})
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	_, err := post(t, tr, context.Background(), u.URL+"/upgrade", "")
+	if err == nil || !strings.Contains(err.Error(), "switched protocols") {
+		t.Fatalf("error %v, want one that says the upstream switched protocols", err)
+	}
+	res, err := post(t, tr, context.Background(), u.URL+"/plain", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, res); got != "plain" {
+		t.Fatalf("next answer %q, want \"plain\"", got)
+	}
+	if got := u.conns.Load(); got != 2 {
+		t.Errorf("%d connections, want 2", got)
+	}
+}
+
+// Headers, informational answers included, are bounded as net/http's
+// Transport bounds them: an upstream cannot make the edge hold an endless
+// header.
+func TestResponseHeadersAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer string
+	}{
+		{"one long header", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 8<<10) + "\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"},
+		{"endless early hints", strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", 300) +
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := hijacked(t, func(w *bufio.ReadWriter) { io.WriteString(w, tc.answer) })
+			tr := transportFor(u)
+			tr.MaxResponseHeaderBytes = 4 << 10
+			defer tr.CloseIdleConnections()
+			_, err := post(t, tr, context.Background(), u.URL+"/big", "")
+			if err == nil || !strings.Contains(err.Error(), "exceed 4096 bytes") {
+				t.Fatalf("error %v, want one that says the headers exceed 4096 bytes", err)
+			}
+			// Under the limit the same answer is taken.
+			tr.MaxResponseHeaderBytes = 64 << 10
+			res, err := post(t, tr, context.Background(), u.URL+"/big", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, res); got != "ok" {
+				t.Fatalf("answer %q", got)
+			}
+			// The limit is on the headers: a body beyond it is read.
+			res, err = post(t, tr, context.Background(), u.URL+"/plain", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, res); got != "plain" {
+				t.Fatalf("answer %q", got)
+			}
+		})
+	}
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("x"), 100_000))
+	}, false)
+	tr := transportFor(u)
+	tr.MaxResponseHeaderBytes = 4 << 10
+	defer tr.CloseIdleConnections()
+	for range 2 { // the second on the connection the first put back
+		if got := readAll(t, mustPost(t, tr, u)); len(got) != 100_000 {
+			t.Fatalf("answer of %d bytes, want 100000: the limit applies to headers only", len(got))
+		}
+	}
+}
+
+// A read after the answer broke off says so again, as net/http's does; it
+// does not turn into a clean end.
+func TestReadAfterAFailureFailsAgain(t *testing.T) {
+	u := hijacked(t, func(w *bufio.ReadWriter) {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+		w.Flush()
+	})
+	tr := transportFor(u)
+	defer tr.CloseIdleConnections()
+	res, err := post(t, tr, context.Background(), u.URL+"/short", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the upstream hangs up after "abc"
+		time.Sleep(50 * time.Millisecond)
+		u.closeAll()
+	}()
+	b, err := io.ReadAll(res.Body)
+	if string(b) != "abc" || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %q, %v; want \"abc\" and io.ErrUnexpectedEOF", b, err)
+	}
+	if _, err := res.Body.Read(make([]byte, 1)); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("read again: %v, want io.ErrUnexpectedEOF again", err)
+	}
+	res.Body.Close()
+	if _, err := res.Body.Read(make([]byte, 1)); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("read after Close: %v, want the first failure still", err)
+	}
+
+	res = mustPost(t, tr, u) // to /, which hijacks too: close it unread
+	res.Body.Close()
+	if _, err := res.Body.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Errorf("read after Close: %v, want an error that is not io.EOF", err)
 	}
 }
