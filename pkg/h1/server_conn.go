@@ -259,7 +259,7 @@ func (c *sconn) handle(req *http.Request) (keep bool) {
 	keep = !req.Close && (req.ProtoAtLeast(1, 1) || req.ContentLength == 0)
 	b := &c.body
 	*b = requestBody{c: c, rc: req.Body}
-	if ex := req.Header.Get("Expect"); hasToken([]string{ex}, "100-continue") {
+	if ex := req.Header.Get("Expect"); expectsContinue(ex) {
 		b.expect = req.ProtoAtLeast(1, 1) && req.ContentLength != 0
 		delete(req.Header, "Expect")
 	} else if ex != "" {
