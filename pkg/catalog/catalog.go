@@ -11,6 +11,7 @@ import (
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/llm"
 	"github.com/tollgate/tollgate/pkg/money"
 )
 
@@ -24,6 +25,7 @@ var (
 	maxModelName    = 200
 	maxModelPrice   = int64(1_000_000) * int64(money.Dollar) // $1M per million tokens: a typo guard
 	maxRequestPrice = int64(1_000) * int64(money.Dollar)     // $1,000 per request: a typo guard
+	maxOutputTokens = int64(llm.MaxTokensLimit)              // what a request's max_tokens may be
 )
 
 // ServiceKey is the KV key of a service "<account>/<service>".
@@ -111,8 +113,8 @@ func ValidateModel(m *eventsv1.Model) error {
 			v.Add(field, "must be between 0 and 1000000 dollars")
 		}
 	}
-	if m.GetMaxOutputTokens() <= 0 {
-		v.Add("max_output_tokens", "must be a positive number of tokens (the worst case reserved when a request sets no max_tokens)")
+	if mt := m.GetMaxOutputTokens(); mt <= 0 || mt > maxOutputTokens {
+		v.Add("max_output_tokens", "must be a positive number of tokens, at most %d (the worst case reserved when a request sets no max_tokens)", maxOutputTokens)
 	}
 	return v.Err()
 }

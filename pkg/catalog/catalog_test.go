@@ -83,3 +83,21 @@ func TestValidateServiceUserInfoNamesTheCredentialFields(t *testing.T) {
 		t.Errorf("%v quotes the password", err)
 	}
 }
+
+// A model's maximum output is what a request without max_tokens reserves,
+// times its choices: bounded as a request's max_tokens is, so that the
+// product cannot wrap.
+func TestValidateModelMaxOutputTokens(t *testing.T) {
+	for _, tc := range []struct {
+		max int64
+		ok  bool
+	}{{1, true}, {4096, true}, {1_000_000_000, true}, {0, false}, {-1, false}, {1_000_000_001, false}, {1 << 62, false}} {
+		err := ValidateModel(&eventsv1.Model{Name: "m", Service: "acme/openai", MaxOutputTokens: tc.max})
+		if (err == nil) != tc.ok {
+			t.Errorf("max_output_tokens %d: %v, want ok %v", tc.max, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "max_output_tokens") {
+			t.Errorf("max_output_tokens %d: %v does not name the field", tc.max, err)
+		}
+	}
+}

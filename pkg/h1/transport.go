@@ -329,13 +329,13 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	if err != nil {
 		stop()
 		if timedOut && ctx.Err() == nil {
-			return nil, fmt.Errorf("upstream sent no answer within %v", t.ResponseHeaderTimeout)
+			return nil, fmt.Errorf("%w within %v", ErrNoAnswer, t.ResponseHeaderTimeout)
 		}
 		return nil, err
 	}
 	if timedOut { // the answer came just as the watch closed the connection
 		stop()
-		return nil, fmt.Errorf("upstream sent no answer within %v", t.ResponseHeaderTimeout)
+		return nil, fmt.Errorf("%w within %v", ErrNoAnswer, t.ResponseHeaderTimeout)
 	}
 	keep := !res.Close && !req.Close
 	if res.Body == http.NoBody { // HEAD, 204, 304: the answer is complete
@@ -351,6 +351,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
+
+// ErrNoAnswer is the error of a request that was sent and got no answer's
+// headers within ResponseHeaderTimeout: unlike a failure to connect, the
+// upstream may have acted on it.
+var ErrNoAnswer = errors.New("upstream sent no answer")
 
 // body hands the connection back to the pool once the answer has been read
 // to its end, and closes it when the reader gives up before.

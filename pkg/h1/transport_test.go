@@ -250,7 +250,7 @@ func TestResponseHeaderTimeout(t *testing.T) {
 	tr.ResponseHeaderTimeout = 100 * time.Millisecond
 	defer tr.CloseIdleConnections()
 	_, err := post(t, tr, context.Background(), u.URL, "")
-	if err == nil || !strings.Contains(err.Error(), "no answer within") {
+	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "no answer within") {
 		t.Fatalf("err = %v, want the header timeout", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/catalog"
+	"github.com/tollgate/tollgate/pkg/keys"
 	"github.com/tollgate/tollgate/pkg/llm"
 )
 
@@ -446,6 +447,8 @@ func TestServiceAnswersHeadersAndSizes(t *testing.T) {
 		case "/head":
 			h.Set("Content-Length", "100")
 			rw.WriteHeader(http.StatusOK)
+		case "/fail":
+			rw.WriteHeader(http.StatusInternalServerError)
 		case "/big": // chunked: no Content-Length
 			for range 2 {
 				rw.Write(bytes.Repeat([]byte("x"), 1024)) //nolint:errcheck // the test reads it
@@ -478,6 +481,44 @@ func TestServiceAnswersHeadersAndSizes(t *testing.T) {
 	res, body = do(t, e.url, "GET", "/v1/services/acme/raw/big", secret, "")
 	if res.StatusCode != 502 || !strings.Contains(body, "larger than this edge passes on") {
 		t.Fatalf("an answer over the bound: %d %q, want 502", res.StatusCode, body)
+	}
+	if res, body := do(t, e.url, "GET", "/v1/services/acme/raw/fail", secret, ""); res.StatusCode != 500 {
+		t.Fatalf("the service's own error: %d %q, want 500", res.StatusCode, body)
+	}
+	// The service answered the big one (it was the edge that could not pass
+	// it on): charged its price, as the others it answered; its own server
+	// error is not.
+	var evs []*eventsv1.UsageEvent
+	waitFor(t, "usage events", func() bool { evs = w.usageEvents(); return len(evs) >= 4 })
+	for _, ev := range evs {
+		want := int64(1_000_000)
+		if ev.GetStatus() == 500 {
+			want = 0
+		}
+		if ev.GetCost() != want {
+			t.Errorf("status %d charged %d, want %d", ev.GetStatus(), ev.GetCost(), want)
+		}
+	}
+}
+
+// A request that went upstream and got no answer within the upstream
+// timeout is a 504, and its input is charged, estimated, as for a client
+// that hung up: the provider took it and may bill it. Before, it was a 502
+// that cost nothing, however often it was repeated.
+func TestNoAnswerInTimeIsChargedItsInput(t *testing.T) {
+	w := newWorld(t)
+	e := w.edge(func(c *Config) { c.UpstreamTimeout = 200 * time.Millisecond })
+	secret, _ := w.key(nil)
+	waitFor(t, "key", func() bool { return e.keys.Len() == 1 })
+	res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody, "X-Mock-Delay-Ms", "2000")
+	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "upstream_timeout") {
+		t.Fatalf("no answer in time: %d %s, want 504 upstream_timeout", res.StatusCode, body)
+	}
+	var evs []*eventsv1.UsageEvent
+	waitFor(t, "usage event", func() bool { evs = w.usageEvents(); return len(evs) >= 1 })
+	ev := evs[0]
+	if ev.GetStatus() != 504 || !ev.GetEstimated() || ev.GetInputTokens() <= 0 || ev.GetOutputTokens() != 0 || ev.GetCost() <= 0 {
+		t.Fatalf("event %v, want status 504, estimated, its input tokens charged and no output", ev)
 	}
 }
 
@@ -520,5 +561,59 @@ func TestGzippedAnswerIsMeteredFromItsUsage(t *testing.T) {
 		if ev.GetEstimated() || ev.GetOutputTokens() <= 0 {
 			t.Fatalf("request %d's event: %v, want the upstream's usage (not estimated)", i, ev)
 		}
+	}
+}
+
+// A request whose usage event waits to be queued (the bus and the spool both
+// far behind) holds no lock that others need: a change to its key applies,
+// and other keys are served meanwhile. It used to wait holding its key's
+// lock, which the key's change then waited for while holding the ring's:
+// every request of every key stopped.
+func TestWaitingUsageEventBlocksNoOtherRequest(t *testing.T) {
+	w := newWorld(t)
+	secretA, keyA := w.key(nil)
+	secretB, _ := w.key(nil)
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	e := w.edgeSetUp(nil, func(s *Server) {
+		publish := s.publish
+		s.publish = func(ev *eventsv1.UsageEvent) uint64 {
+			if ev.GetKeyId() == keyA.GetId() && !first.Swap(true) {
+				close(held)
+				<-release
+			}
+			return publish(ev)
+		}
+	})
+	defer close(release)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chatBody))
+		req.Header.Set("Authorization", "Bearer "+secretA)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request's usage event was never published")
+	}
+
+	w.change(keyA, func(cur *eventsv1.Key) (*eventsv1.KeyEvent, error) { return keys.Revoke(time.Now(), "t", cur) })
+	waitFor(t, "key A's revocation applied while its request's event waits", func() bool {
+		res, _ := do(t, e.url, "POST", "/v1/chat/completions", secretA, chatBody)
+		return res.StatusCode == http.StatusUnauthorized
+	})
+	if res, body := do(t, e.url, "POST", "/v1/chat/completions", secretB, chatBody); res.StatusCode != 200 {
+		t.Fatalf("key B while key A's event waits: %d %s", res.StatusCode, body)
+	}
+	release <- struct{}{}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request did not finish")
 	}
 }

@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -82,7 +83,7 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 		}
 		maxOut := req.MaxOutputTokens()
 		if maxOut == 0 {
-			maxOut = model.GetMaxOutputTokens() * max(req.Choices, 1)
+			maxOut = worstOutput(model.GetMaxOutputTokens(), req.Choices)
 		}
 		if kind == llm.Embeddings {
 			maxOut = 0
@@ -105,13 +106,27 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 	}
 }
 
+// worstOutput is a model's maximum output for n choices. It saturates: a
+// catalog entry written before max_output_tokens was bounded could
+// otherwise wrap to a negative worst case, and reserve nothing.
+func worstOutput(maxTokens, n int64) int64 {
+	n = max(n, 1)
+	if maxTokens > math.MaxInt64/n {
+		return math.MaxInt64
+	}
+	return maxTokens * n
+}
+
 // finish answers a failed forward, settles the reservation to what the
 // request really cost, and publishes its usage event, however it ended.
 func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry, res limits.Reservation, c *call,
 	model *eventsv1.Model, out outcome, err error, start time.Time) {
 	if err != nil && out.status == 0 {
 		status, code, msg := http.StatusBadGateway, "upstream_error", "The upstream service could not be reached."
-		if !errors.Is(err, errUpstream) {
+		switch {
+		case out.noAnswer:
+			status, code, msg = http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("The upstream service sent no answer within %v.", s.cfg.UpstreamTimeout)
+		case !errors.Is(err, errUpstream):
 			status, code, msg = http.StatusServiceUnavailable, "upstream_unavailable", "The upstream service is not configured on this edge; an operator must fix its credential."
 		}
 		s.log.Warn("forward failed", "service", c.svc.GetId(), "err", err)
@@ -119,7 +134,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 		out.status = status
 	}
 	u := out.usage
-	if !out.usageKnown && (out.status < 400 || out.status == 499 || out.broken) && c.kind != llm.Other {
+	if !out.usageKnown && (out.status < 400 || out.status == 499 || out.broken || out.noAnswer) && c.kind != llm.Other {
 		u.InputTokens = max(u.InputTokens, c.inputEst)
 		u.Estimated = true
 	}
@@ -139,12 +154,18 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 	if c.kind == llm.Other {
 		ev.Endpoint = "service"
 	}
+	// Published before the key's lock is taken: Publish waits while its
+	// queue is full (the bus and the spool both far behind), and a key
+	// change waiting for this lock holds the ring's, which every request
+	// of every key needs. Until Settle the reservation holds the worst
+	// case, and a balance that already folded the event is seen by Spent.
+	seq := s.publish(ev)
 	st := e.State
 	st.Mu.Lock()
+	defer st.Mu.Unlock()
 	st.Limits.Settle(res, actual, now)
 	c.settled = true
-	st.Spent(s.usage.Publish(ev), now, actual)
-	st.Mu.Unlock()
+	st.Spent(seq, now, actual)
 }
 
 // releaseOnPanic, deferred once a request's worst case is reserved, settles
@@ -165,6 +186,8 @@ func (s *Server) releaseOnPanic(e *keyring.Entry, res limits.Reservation, c *cal
 	st.Limits.Settle(res, limits.Usage{Requests: 1}, time.Now())
 	c.settled = true
 	st.Mu.Unlock()
+	// The request's usage event is not published: what passed is unknown
+	// here, and publishing could wait on a full queue inside a panic.
 	s.log.Error("edge: a request panicked; its reservation is released", "key", e.Key.GetId(), "panic", fmt.Sprint(p))
 	panic(p)
 }
@@ -293,17 +316,19 @@ func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
 // prices (estimated when upstream reported no usage), or the service's price
 // per request. Nothing is charged for a request that never reached the
 // upstream, for an LLM refusal that reports no usage, or for an HTTP service's
-// own server error.
+// own server error (or no answer). An HTTP service's answer that broke off
+// or was too large to pass on is charged: the service answered.
 func requestCost(c *call, model *eventsv1.Model, out outcome, u llm.Usage, err error) int64 {
 	switch {
-	case err != nil && !out.streamed && out.status != 499:
+	case err != nil && !out.streamed && out.status != 499 && !out.noAnswer:
 		return 0
 	case c.kind == llm.Other:
-		if out.status >= 500 {
+		if out.status >= 500 && !(out.broken && out.upstream < 500) {
 			return 0
 		}
 		return c.svc.GetRequestPrice()
 	case out.status == 499: // the client hung up: charge what passed (estimated)
+	case out.noAnswer: // the upstream took the request and did not answer: likewise
 	case out.broken: // the upstream broke off: likewise
 	case out.status >= 400 && !out.usageKnown:
 		return 0

@@ -45,6 +45,13 @@ type outcome struct {
 	// broken: a buffered answer broke off upstream; the client got a 502,
 	// and what passed is charged, estimated.
 	broken bool
+	// upstream is the status the upstream answered (status may be the
+	// edge's own, as for a broken answer); 0 if it did not answer.
+	upstream int
+	// noAnswer: the request went upstream and no answer came within the
+	// upstream timeout (504); its input is charged, estimated, as for a
+	// client that hung up.
+	noAnswer bool
 }
 
 // errUpstream marks a failure to reach the upstream (502).
@@ -83,6 +90,9 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		if ctx.Err() != nil {
 			return outcome{status: 499}, ctx.Err()
 		}
+		if errors.Is(err, h1.ErrNoAnswer) {
+			return outcome{noAnswer: true}, errors.Join(errUpstream, err)
+		}
 		return outcome{}, errors.Join(errUpstream, err)
 	}
 	defer res.Body.Close()
@@ -90,7 +100,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, c *call) (o
 		return outcome{}, errors.Join(errUpstream, err)
 	}
 
-	out := outcome{status: res.StatusCode}
+	out := outcome{status: res.StatusCode, upstream: res.StatusCode}
 	if isEventStream(res.Header.Get("Content-Type")) {
 		copyResponseHeaders(w.Header(), res.Header)
 		out.streamed = true

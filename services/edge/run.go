@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/bus"
 	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/h1"
@@ -34,8 +35,9 @@ type Server struct {
 	keys     *keyring.Ring
 	catalog  *catalog.View
 	usage    *usagepub.Publisher
-	upstream http.RoundTripper // h1.Transport; an in-memory one in benchmarks
-	bases    sync.Map          // service base URL -> *url.URL, parsed once
+	publish  func(*eventsv1.UsageEvent) uint64 // usage.Publish; tests hold it
+	upstream http.RoundTripper                 // h1.Transport; an in-memory one in benchmarks
+	bases    sync.Map                          // service base URL -> *url.URL, parsed once
 	creds    credentials
 	bufs     sync.Pool
 	listener net.Listener
@@ -83,6 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err erro
 	if s.usage, err = usagepub.New(s.nc, usagepub.Config{Instance: cfg.Instance, SpoolDir: cfg.SpoolDir, Partitions: cfg.Partitions, BatchDelay: cfg.UsageBatchDelay}, log); err != nil {
 		return nil, err
 	}
+	s.publish = s.usage.Publish
 	s.upstream = newUpstream(cfg.UpstreamTimeout)
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.metrics = newMetrics(s)
