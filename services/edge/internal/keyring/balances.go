@@ -55,34 +55,39 @@ func (p *progress) Seen(seq uint64) bool {
 // A balance that arrives before its key (KEYS and BALANCES are read side by
 // side at start) is kept and applied when the key arrives: dropped, the key
 // would start this edge with full limits, whatever it had spent.
-func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string) {
+//
+// rev is the balance's revision in the BALANCES bucket, which orders one
+// key's balances whichever metering worker wrote them; their UpdatedAt is
+// that worker's clock, and clocks of two workers (a partition that moved)
+// can disagree.
+func (r *Ring) ApplyBalance(kb *eventsv1.KeyBalance, instance string, rev uint64) {
 	r.mu.Lock()
 	e, ok := r.byID[kb.GetKeyId()]
 	if !ok {
-		if prev, had := r.early[kb.GetKeyId()]; !had || kb.GetUpdatedAt().AsTime().After(prev.kb.GetUpdatedAt().AsTime()) {
-			r.early[kb.GetKeyId()] = earlyBalance{kb: kb, instance: instance}
+		if prev, had := r.early[kb.GetKeyId()]; !had || rev > prev.rev {
+			r.early[kb.GetKeyId()] = earlyBalance{kb: kb, instance: instance, rev: rev}
 		}
 		r.mu.Unlock()
 		return
 	}
 	r.mu.Unlock()
-	applyBalance(e.State, kb, instance)
+	applyBalance(e.State, kb, instance, rev)
 }
 
 // earlyBalance is a balance that came before its key (Ring.early).
 type earlyBalance struct {
 	kb       *eventsv1.KeyBalance
 	instance string
+	rev      uint64
 }
 
-func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string) {
+func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev uint64) {
 	st.Mu.Lock()
 	defer st.Mu.Unlock()
-	if at := kb.GetUpdatedAt().AsTime(); !at.After(st.balanceAt) {
-		return // an older balance than one already applied
-	} else {
-		st.balanceAt = at
+	if rev <= st.balanceRev {
+		return // this balance, or an older one than one already applied
 	}
+	st.balanceRev = rev
 	for _, f := range kb.GetFolded() {
 		if f.GetEdgeInstance() == instance && f.GetWatermark() >= st.folded.watermark {
 			st.folded = progress{watermark: f.GetWatermark(), above: f.GetAbove()}
@@ -135,7 +140,7 @@ func (r *Ring) WatchBalances(ctx context.Context, js jetstream.JetStream, instan
 				r.log.Error("balances: undecodable balance skipped", "key", e.Key(), "err", err)
 				continue
 			}
-			r.ApplyBalance(kb, instance)
+			r.ApplyBalance(kb, instance, e.Revision())
 		}
 	}
 }

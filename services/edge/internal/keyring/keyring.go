@@ -54,9 +54,9 @@ type KeyState struct {
 	Mu     sync.Mutex
 	Limits *limits.Set
 
-	pending   []pendingUsage // this edge's usage metering has not folded yet
-	folded    progress       // what metering has folded of this edge's events
-	balanceAt time.Time      // when the last applied balance was written
+	pending    []pendingUsage // this edge's usage metering has not folded yet
+	folded     progress       // what metering has folded of this edge's events
+	balanceRev uint64         // BALANCES revision of the last applied balance
 }
 
 // CanPredict and CanRead report the key's permissions (WRITE includes READ).
@@ -210,7 +210,7 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 	}
 	r.mu.Unlock()
 	if hasEarly {
-		applyBalance(e.State, early.kb, early.instance)
+		applyBalance(e.State, early.kb, early.instance, early.rev)
 	}
 }
 

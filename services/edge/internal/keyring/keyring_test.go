@@ -132,8 +132,8 @@ func TestBalanceThatArrivesBeforeItsKeyApplies(t *testing.T) {
 			Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: level, At: timestamppb.New(at)}}}
 	}
 	r := New(testPepper, slog.New(slog.DiscardHandler))
-	r.ApplyBalance(balance(0, testNow), "edge-1")
-	r.ApplyBalance(balance(5, testNow.Add(-time.Second)), "edge-1") // older: ignored
+	r.ApplyBalance(balance(0, testNow), "edge-1", 7)
+	r.ApplyBalance(balance(5, testNow.Add(time.Second)), "edge-1", 6) // an older revision: ignored, whatever its clock says
 	r.Apply(k)
 
 	e, ok := r.Get("k1")
@@ -147,5 +147,31 @@ func TestBalanceThatArrivesBeforeItsKeyApplies(t *testing.T) {
 	}
 	if _, denial := e.State.Limits.Reserve(limits.Usage{Requests: 1}, testNow); denial == nil {
 		t.Fatal("a key whose balance is spent was let through")
+	}
+}
+
+// Balances are ordered by their revision in the bucket, not by the clock of
+// the metering worker that wrote them: when a partition moves to a worker
+// whose clock is behind, its balances are newer all the same. Judged by
+// UpdatedAt they were dropped until its clock caught up.
+func TestBalanceOfAWorkerWithASlowClockApplies(t *testing.T) {
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	k := testKey(t, "k1")
+	k.Limits = []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10}}
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.Apply(k)
+	at := testNow.Add(-time.Minute)
+	balance := func(level int64, updated time.Time) *eventsv1.KeyBalance {
+		return &eventsv1.KeyBalance{KeyId: "k1", UpdatedAt: timestamppb.New(updated),
+			Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: level, At: timestamppb.New(at)}}}
+	}
+	r.ApplyBalance(balance(8, testNow), "edge-1", 3)                      // the old worker
+	r.ApplyBalance(balance(2, testNow.Add(-10*time.Second)), "edge-1", 4) // the new one, its clock 10 s behind
+	r.ApplyBalance(balance(8, testNow), "edge-1", 3)                      // the old one delivered again: ignored
+	e, _ := r.Get("k1")
+	e.State.Mu.Lock()
+	defer e.State.Mu.Unlock()
+	if st, _ := e.State.Limits.State(id); st.Level != 2 {
+		t.Fatalf("limit level %d, want 2 (the balance of revision 4)", st.Level)
 	}
 }
