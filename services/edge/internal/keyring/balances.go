@@ -93,9 +93,17 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 			st.folded = progress{watermark: f.GetWatermark(), above: f.GetAbove()}
 		}
 	}
-	for _, lb := range kb.GetLimits() {
-		st.Limits.SetState(limits.ID{Metric: lb.GetMetric(), Interval: lb.GetInterval()},
-			limits.State{Level: lb.GetLevel(), Used: lb.GetUsed(), At: lb.GetAt().AsTime()})
+	// Folded under the limits this edge has: its states replace the local
+	// ones, and this edge's usage it does not include is charged again on
+	// top. Folded under limits changed since: the local states stay (they
+	// hold this edge's usage already) until a balance of the current limits
+	// comes, and only the folded usage leaves pending.
+	current := kb.GetConfigRev() >= st.limitsRev
+	if current {
+		for _, lb := range kb.GetLimits() {
+			st.Limits.SetState(limits.ID{Metric: lb.GetMetric(), Interval: lb.GetInterval()},
+				limits.State{Level: lb.GetLevel(), Used: lb.GetUsed(), At: lb.GetAt().AsTime()})
+		}
 	}
 	keep := st.pending[:0]
 	for _, p := range st.pending {
@@ -103,7 +111,9 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 			continue
 		}
 		keep = append(keep, p)
-		st.Limits.Debit(p.usage, p.at)
+		if current {
+			st.Limits.Debit(p.usage, p.at)
+		}
 	}
 	clear(st.pending[len(keep):])
 	st.pending = keep

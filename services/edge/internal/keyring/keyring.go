@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,12 @@ type KeyState struct {
 	pending    []pendingUsage // this edge's usage metering has not folded yet
 	folded     progress       // what metering has folded of this edge's events
 	balanceRev uint64         // BALANCES revision of the last applied balance
+	// limitsRev is the KEYS sequence of the last change to the key's
+	// limits this edge applied while running (0: none since it started).
+	// A balance folded under an older configuration (its ConfigRev) does
+	// not describe these limits (a rolling state read as a calendar one
+	// shows the day's amount unspent): its states are not taken.
+	limitsRev uint64
 }
 
 // CanPredict and CanRead report the key's permissions (WRITE includes READ).
@@ -174,7 +181,10 @@ func (r *Ring) Ready() <-chan struct{} { return r.ready }
 func (r *Ring) BalancesReady() <-chan struct{} { return r.balancesReady }
 
 // Apply puts a key's latest state into the ring.
-func (r *Ring) Apply(k *eventsv1.Key) {
+func (r *Ring) Apply(k *eventsv1.Key) { r.ApplyAt(k, 0) }
+
+// ApplyAt is Apply for the key event at KEYS stream sequence seq.
+func (r *Ring) ApplyAt(k *eventsv1.Key, seq uint64) {
 	e := &Entry{Key: k, Location: time.UTC,
 		predict: keys.HasPermission(k, eventsv1.Permission_PERMISSION_PREDICT),
 		read:    keys.HasPermission(k, eventsv1.Permission_PERMISSION_READ)}
@@ -193,6 +203,9 @@ func (r *Ring) Apply(k *eventsv1.Key) {
 		r.forget(old)
 		e.State.Mu.Lock()
 		e.State.Limits.Reconfigure(k.GetLimits(), e.Location, k.GetUpdatedAt().AsTime())
+		if !limitsEqual(old, e) {
+			e.State.limitsRev = max(e.State.limitsRev, seq)
+		}
 		e.State.Mu.Unlock()
 	} else {
 		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
@@ -272,7 +285,11 @@ func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
 		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 			r.log.Error("keyring: undecodable key event skipped", "subject", msg.Subject(), "err", err)
 		} else {
-			r.Apply(ev.GetKey())
+			var seq uint64
+			if md, err := msg.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
+			r.ApplyAt(ev.GetKey(), seq)
 		}
 		if md, err := msg.Metadata(); err == nil {
 			r.pos.Store(md.Sequence.Stream)
@@ -281,6 +298,13 @@ func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
 			}
 		}
 	}
+}
+
+// limitsEqual reports whether two versions of a key have the same limits
+// in the same time zone (what metering's balance states depend on).
+func limitsEqual(a, b *Entry) bool {
+	return a.Location.String() == b.Location.String() &&
+		slices.EqualFunc(a.Key.GetLimits(), b.Key.GetLimits(), func(x, y *eventsv1.Limit) bool { return proto.Equal(x, y) })
 }
 
 // closeOnce closes ch unless it is closed already (a restarted follower

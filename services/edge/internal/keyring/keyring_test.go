@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
@@ -173,5 +174,59 @@ func TestBalanceOfAWorkerWithASlowClockApplies(t *testing.T) {
 	defer e.State.Mu.Unlock()
 	if st, _ := e.State.Limits.State(id); st.Level != 2 {
 		t.Fatalf("limit level %d, want 2 (the balance of revision 4)", st.Level)
+	}
+}
+
+// A balance folded under the key's limits before a change this edge has
+// applied does not describe the new limits: a rolling bucket's state read
+// as a calendar window shows the whole day unspent. Its states are not
+// taken until a balance folded under the new limits comes.
+func TestBalanceOfAnOlderConfigurationKeepsTheNewLimits(t *testing.T) {
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	rule := func(w eventsv1.Window) []*eventsv1.Limit {
+		return []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: w}}
+	}
+	k := testKey(t, "k1")
+	k.Limits = rule(eventsv1.Window_WINDOW_ROLLING)
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.ApplyAt(k, 1)
+	spent := func(configRev uint64) *eventsv1.KeyBalance { // the day's 10 requests spent, as a rolling bucket
+		return &eventsv1.KeyBalance{KeyId: "k1", ConfigRev: configRev, UpdatedAt: timestamppb.New(testNow),
+			Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: 0, At: timestamppb.New(testNow)}}}
+	}
+	r.ApplyBalance(spent(1), "edge-1", 1)
+	canReserve := func() bool {
+		e, _ := r.Get("k1")
+		e.State.Mu.Lock()
+		defer e.State.Mu.Unlock()
+		res, denial := e.State.Limits.Reserve(limits.Usage{Requests: 1}, testNow)
+		if denial == nil {
+			e.State.Limits.Settle(res, limits.Usage{}, testNow)
+		}
+		return denial == nil
+	}
+	if canReserve() {
+		t.Fatal("a spent key was let through")
+	}
+
+	// The limit becomes a calendar one (KEYS sequence 5); what was used
+	// carries over. Then a balance folded under sequence 1 arrives (an event
+	// from before the change): rolling-shaped, Used 0.
+	k2 := proto.Clone(k).(*eventsv1.Key)
+	k2.Limits = rule(eventsv1.Window_WINDOW_CALENDAR)
+	k2.UpdatedAt = timestamppb.New(testNow)
+	r.ApplyAt(k2, 5)
+	if canReserve() {
+		t.Fatal("after the change to a calendar window, the spent day was let through")
+	}
+	r.ApplyBalance(spent(1), "edge-1", 2)
+	if canReserve() {
+		t.Fatal("a balance of the older configuration reset the calendar window: the spent day was let through")
+	}
+	// A balance folded under the new limits is taken.
+	r.ApplyBalance(&eventsv1.KeyBalance{KeyId: "k1", ConfigRev: 5, UpdatedAt: timestamppb.New(testNow),
+		Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Used: 3, At: timestamppb.New(testNow.Truncate(24 * time.Hour))}}}, "edge-1", 3)
+	if !canReserve() {
+		t.Fatal("the current configuration's balance (3 of 10 used) was not taken")
 	}
 }
