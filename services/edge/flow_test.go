@@ -430,6 +430,19 @@ func TestPanicReleasesTheReservation(t *testing.T) {
 	if n := up.calls.Load(); n != 2 {
 		t.Fatalf("upstream called %d times, want 2", n)
 	}
+	// Each request has its usage event: the panicked one costs nothing and
+	// says it is estimated, with status 500.
+	var evs []*eventsv1.UsageEvent
+	waitFor(t, "usage events", func() bool { evs = w.usageEvents(); return len(evs) >= 2 })
+	if len(evs) != 2 {
+		t.Fatalf("%d usage events, want 2", len(evs))
+	}
+	if ev := evs[0]; ev.GetStatus() != 500 || !ev.GetEstimated() || ev.GetCost() != 0 || ev.GetInputTokens() != 0 {
+		t.Errorf("the panicked request's event %v, want status 500, estimated, nothing charged", ev)
+	}
+	if ev := evs[1]; ev.GetStatus() != 200 || ev.GetCost() <= 0 {
+		t.Errorf("the next request's event %v, want status 200 and a cost", ev)
+	}
 }
 
 // What an HTTP service answers is passed on, but for the operator's: its

@@ -95,7 +95,7 @@ func (s *Server) llmHandler(kind llm.Kind, path string) http.HandlerFunc {
 			return
 		}
 		c := &call{kind: kind, svc: svc, method: http.MethodPost, path: path, body: body, requestBytes: int64(len(body)), inHeader: r.Header, inputEst: req.InputTokensEstimate}
-		defer s.releaseOnPanic(e, res, c)
+		defer s.releaseOnPanic(w, e, res, c, model, start)
 		if req.Stream && (kind == llm.Chat || kind == llm.Completions) && !req.IncludeUsage {
 			if withUsage, err := llm.WithIncludeUsage(body); err == nil {
 				c.body, c.stripUsage = withUsage, true
@@ -139,9 +139,15 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 		u.Estimated = true
 	}
 	cost := requestCost(c, model, out, u, err)
+	s.settle(w, e, res, c, model, out, u, cost, start)
+}
+
+// settle publishes a request's usage event and settles its reservation to
+// what the request cost.
+func (s *Server) settle(w http.ResponseWriter, e *keyring.Entry, res limits.Reservation, c *call,
+	model *eventsv1.Model, out outcome, u llm.Usage, cost int64, start time.Time) {
 	now := time.Now()
 	actual := limits.Usage{Spend: money.Nanos(cost), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Requests: 1}
-
 	ev := &eventsv1.UsageEvent{
 		OccurredAt: timestamppb.New(start), KeyId: e.Key.GetId(), Account: e.Key.GetAccount(), Service: c.svc.GetId(),
 		Endpoint: c.kind.String(), InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Cost: cost,
@@ -171,9 +177,11 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, e *keyring.Entry
 // releaseOnPanic, deferred once a request's worst case is reserved, settles
 // the reservation if the handler panics before finish did: held forever, it
 // would leave the key short at this edge until a restart. The request counts
-// as one request and no money or tokens (what it cost is unknown, and no
-// usage event is published for it); the panic goes on to the server.
-func (s *Server) releaseOnPanic(e *keyring.Entry, res limits.Reservation, c *call) {
+// as one request and no money or tokens (whether it reached the upstream,
+// and what passed, are unknown); its usage event says so (status 500,
+// estimated, cost 0), so that every request has one. The panic goes on to
+// the server.
+func (s *Server) releaseOnPanic(w http.ResponseWriter, e *keyring.Entry, res limits.Reservation, c *call, model *eventsv1.Model, start time.Time) {
 	if c.settled {
 		return
 	}
@@ -181,14 +189,8 @@ func (s *Server) releaseOnPanic(e *keyring.Entry, res limits.Reservation, c *cal
 	if p == nil {
 		return
 	}
-	st := e.State
-	st.Mu.Lock()
-	st.Limits.Settle(res, limits.Usage{Requests: 1}, time.Now())
-	c.settled = true
-	st.Mu.Unlock()
-	// The request's usage event is not published: what passed is unknown
-	// here, and publishing could wait on a full queue inside a panic.
 	s.log.Error("edge: a request panicked; its reservation is released", "key", e.Key.GetId(), "panic", fmt.Sprint(p))
+	s.settle(w, e, res, c, model, outcome{status: http.StatusInternalServerError}, llm.Usage{Estimated: true}, 0, start)
 	panic(p)
 }
 
@@ -307,7 +309,7 @@ func (s *Server) serviceHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{kind: kind, svc: svc, method: r.Method, path: "/" + r.PathValue("path"), query: r.URL.RawQuery, body: body, requestBytes: int64(len(body)), inHeader: r.Header}
-	defer s.releaseOnPanic(e, res, c)
+	defer s.releaseOnPanic(w, e, res, c, nil, start)
 	out, err := s.forward(r.Context(), w, c)
 	s.finish(w, r, e, res, c, nil, out, err, start)
 }
