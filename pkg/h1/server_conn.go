@@ -251,12 +251,13 @@ func (c *sconn) answerError(code int, msg string) {
 func (c *sconn) handle(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
 	req = req.WithContext(c.ctx)
-	// An HTTP/1.0 request with a body ends its connection: http.ReadRequest
-	// drops a Transfer-Encoding header from HTTP/1.0 and frames the body by
-	// Content-Length, and a proxy in front that framed it by the chunks
-	// would take what follows for another request (RFC 9112 section 6.1:
-	// such a message is faulty and the connection must close).
-	keep = !req.Close && (req.ProtoAtLeast(1, 1) || req.ContentLength == 0)
+	// An HTTP/1.0 request ends its connection, keep-alive or not:
+	// http.ReadRequest drops a Transfer-Encoding header from HTTP/1.0 (and
+	// frames the body by Content-Length, or as empty), so a proxy in front
+	// that framed it by the chunks would have the rest served as another
+	// request; RFC 9112 section 6.1 says to close after such a message, and
+	// once parsed it cannot be told from any other.
+	keep = !req.Close && req.ProtoAtLeast(1, 1)
 	b := &c.body
 	*b = requestBody{c: c, rc: req.Body}
 	if ex := req.Header.Get("Expect"); expectsContinue(ex) {
