@@ -210,6 +210,26 @@ func (s *Set) Settle(r Reservation, actual Usage, now time.Time) {
 	}
 }
 
+// Release ends a request admitted by Reserve without debiting it: for a
+// request whose usage is in the states already (an authoritative balance
+// that folded it arrived before the request was settled).
+func (s *Set) Release(r Reservation) {
+	for i := range s.limits {
+		l := &s.limits[i]
+		if l.added <= r.gen {
+			l.reserved = max(l.reserved-r.held[l.idx], 0)
+		}
+	}
+}
+
+// DebitLimit is Debit on limit id alone (nothing if the set has no such
+// limit).
+func (s *Set) DebitLimit(id ID, u Usage, now time.Time) {
+	if l := s.find(id); l != nil {
+		l.state = l.rule.Debit(l.state, u.Of(l.rule.Metric), now)
+	}
+}
+
 // Debit charges usage that reserved nothing here: usage events folded by
 // metering, or by an edge the spend of its own not yet in the authoritative
 // state. It counts u.Requests requests.

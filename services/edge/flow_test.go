@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	eventsv1 "github.com/tollgate/tollgate/gen/tollgate/events/v1"
 	"github.com/tollgate/tollgate/pkg/catalog"
 	"github.com/tollgate/tollgate/pkg/keys"
+	"github.com/tollgate/tollgate/pkg/limits"
 	"github.com/tollgate/tollgate/pkg/llm"
 )
 
@@ -628,5 +631,44 @@ func TestWaitingUsageEventBlocksNoOtherRequest(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the held request did not finish")
+	}
+}
+
+// A balance that already holds a request can come in between the request's
+// usage event being queued and its settlement: the request is then not
+// charged again on top of the balance's states.
+func TestBalanceThatHoldsTheRequestBeforeItSettles(t *testing.T) {
+	w := newWorld(t)
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	secret, key := w.key(func(k *eventsv1.Key) {
+		k.Limits = []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: eventsv1.Window_WINDOW_CALENDAR}}
+	})
+	var srv *Server
+	e := w.edgeSetUp(nil, func(s *Server) {
+		srv = s
+		publish := s.publish
+		s.publish = func(ev *eventsv1.UsageEvent) uint64 {
+			seq := publish(ev)
+			// Metering folded it at once: 4 requests used today, this one
+			// among them.
+			s.keys.ApplyBalance(&eventsv1.KeyBalance{KeyId: ev.GetKeyId(), UpdatedAt: timestamppb.Now(),
+				Folded: []*eventsv1.EdgeProgress{{EdgeInstance: ev.GetEdgeInstance(), Watermark: seq}},
+				Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Used: 4,
+					At: timestamppb.New(time.Now().UTC().Truncate(24 * time.Hour))}}}, ev.GetEdgeInstance(), 1<<40+seq)
+			return seq
+		}
+	})
+	if res, body := do(t, e.url, "POST", "/v1/chat/completions", secret, chatBody); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	entry, ok := srv.keys.Get(key.GetId())
+	if !ok {
+		t.Fatal("key not loaded")
+	}
+	entry.State.Mu.Lock()
+	st, _ := entry.State.Limits.State(id)
+	entry.State.Mu.Unlock()
+	if st.Used != 4 {
+		t.Fatalf("requests used %d, want 4 (the balance's, which holds this request)", st.Used)
 	}
 }

@@ -166,11 +166,18 @@ func (s *Server) settle(w http.ResponseWriter, e *keyring.Entry, res limits.Rese
 	// of every key needs. Until Settle the reservation holds the worst
 	// case, and a balance that already folded the event is seen by Spent.
 	seq := s.publish(ev)
+	c.published = true
 	st := e.State
 	st.Mu.Lock()
 	defer st.Mu.Unlock()
-	st.Limits.Settle(res, actual, now)
 	c.settled = true
+	if st.Folded(seq) {
+		// A balance that holds this request came in meanwhile: its states
+		// have the request already.
+		st.Limits.Release(res)
+		return
+	}
+	st.Limits.Settle(res, actual, now)
 	st.Spent(seq, now, actual)
 }
 
@@ -190,7 +197,15 @@ func (s *Server) releaseOnPanic(w http.ResponseWriter, e *keyring.Entry, res lim
 		return
 	}
 	s.log.Error("edge: a request panicked; its reservation is released", "key", e.Key.GetId(), "panic", fmt.Sprint(p))
-	s.settle(w, e, res, c, model, outcome{status: http.StatusInternalServerError}, llm.Usage{Estimated: true}, 0, start)
+	if c.published { // settle itself panicked: its event is out, only the reservation is left
+		st := e.State
+		st.Mu.Lock()
+		st.Limits.Release(res)
+		c.settled = true
+		st.Mu.Unlock()
+	} else {
+		s.settle(w, e, res, c, model, outcome{status: http.StatusInternalServerError}, llm.Usage{Estimated: true}, 0, start)
+	}
 	panic(p)
 }
 

@@ -31,6 +31,8 @@ type call struct {
 	inputEst   int64
 	// settled: the reservation has been settled (finish, or releaseOnPanic).
 	settled bool
+	// published: the request's usage event is queued.
+	published bool
 	// requestBytes is the size of the body the client sent (the usage
 	// event's request_bytes), whatever the edge adds to it upstream.
 	requestBytes int64

@@ -27,6 +27,10 @@ type pendingUsage struct {
 // Spent records usage this edge settled and published as seq, so that it
 // can be subtracted from authoritative balances until metering folds it.
 // Call it with st.Mu held.
+// Folded reports whether metering's last balance applied here already
+// holds this edge's event seq; st.Mu is held.
+func (st *KeyState) Folded(seq uint64) bool { return st.folded.Seen(seq) }
+
 func (st *KeyState) Spent(seq uint64, at time.Time, u limits.Usage) {
 	if st.folded.Seen(seq) {
 		return // metering was faster than us
@@ -98,11 +102,16 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 	// top. Folded under limits changed since: the local states stay (they
 	// hold this edge's usage already) until a balance of the current limits
 	// comes, and only the folded usage leaves pending.
-	current := kb.GetConfigRev() >= st.limitsRev
-	if current {
+	// Only the limits whose state was replaced get the pending usage
+	// again: a limit the balance lacks (metering has not seen the key, or
+	// the limit is newer) holds it already.
+	var replaced []limits.ID
+	if kb.GetConfigRev() >= st.limitsRev {
 		for _, lb := range kb.GetLimits() {
-			st.Limits.SetState(limits.ID{Metric: lb.GetMetric(), Interval: lb.GetInterval()},
-				limits.State{Level: lb.GetLevel(), Used: lb.GetUsed(), At: lb.GetAt().AsTime()})
+			id := limits.ID{Metric: lb.GetMetric(), Interval: lb.GetInterval()}
+			if st.Limits.SetState(id, limits.State{Level: lb.GetLevel(), Used: lb.GetUsed(), At: lb.GetAt().AsTime()}) {
+				replaced = append(replaced, id)
+			}
 		}
 	}
 	keep := st.pending[:0]
@@ -111,8 +120,8 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 			continue
 		}
 		keep = append(keep, p)
-		if current {
-			st.Limits.Debit(p.usage, p.at)
+		for _, id := range replaced {
+			st.Limits.DebitLimit(id, p.usage, p.at)
 		}
 	}
 	clear(st.pending[len(keep):])

@@ -230,3 +230,38 @@ func TestBalanceOfAnOlderConfigurationKeepsTheNewLimits(t *testing.T) {
 		t.Fatal("the current configuration's balance (3 of 10 used) was not taken")
 	}
 }
+
+// A balance without one of the key's limits (metering has not seen the
+// limit yet, or not the key) leaves that limit's state alone: it holds this
+// edge's unfolded usage already, which was charged again on each such
+// balance.
+func TestBalanceWithoutALimitDoesNotChargeItAgain(t *testing.T) {
+	reqs := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	toks := limits.ID{Metric: eventsv1.Metric_METRIC_TOKENS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	k := testKey(t, "k1")
+	k.Limits = []*eventsv1.Limit{
+		{Metric: reqs.Metric, Interval: reqs.Interval, Amount: 10, Window: eventsv1.Window_WINDOW_CALENDAR},
+		{Metric: toks.Metric, Interval: toks.Interval, Amount: 1000, Window: eventsv1.Window_WINDOW_CALENDAR},
+	}
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.Apply(k)
+	e, _ := r.Get("k1")
+	used := limits.Usage{Requests: 1, InputTokens: 60, OutputTokens: 40}
+	e.State.Mu.Lock()
+	e.State.Limits.Debit(used, testNow)
+	e.State.Spent(1, testNow, used) // not folded yet
+	e.State.Mu.Unlock()
+	day := timestamppb.New(testNow.UTC().Truncate(24 * time.Hour))
+	for rev := uint64(1); rev <= 3; rev++ {
+		r.ApplyBalance(&eventsv1.KeyBalance{KeyId: "k1", UpdatedAt: timestamppb.New(testNow),
+			Limits: []*eventsv1.LimitBalance{{Metric: reqs.Metric, Interval: reqs.Interval, Used: 2, At: day}}}, "edge-1", rev)
+	}
+	e.State.Mu.Lock()
+	defer e.State.Mu.Unlock()
+	if st, _ := e.State.Limits.State(toks); st.Used != 100 {
+		t.Errorf("tokens used %d, want 100 (this edge's request, once)", st.Used)
+	}
+	if st, _ := e.State.Limits.State(reqs); st.Used != 3 {
+		t.Errorf("requests used %d, want 3 (the balance's 2 and this edge's unfolded 1)", st.Used)
+	}
+}
