@@ -91,6 +91,15 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 	if rev <= st.balanceRev {
 		return // this balance, or an older one than one already applied
 	}
+	if st.keyRev != 0 && kb.GetConfigRev() > st.keyRev {
+		if st.ahead == nil || rev > st.ahead.rev {
+			st.ahead = &earlyBalance{kb: kb, instance: instance, rev: rev}
+		}
+		return // until this edge has the key event it was folded under (ApplyAt)
+	}
+	if st.ahead != nil && st.ahead.rev < rev {
+		st.ahead = nil // this one is newer
+	}
 	st.balanceRev = rev
 	for _, f := range kb.GetFolded() {
 		if f.GetEdgeInstance() == instance && f.GetWatermark() >= st.folded.watermark {

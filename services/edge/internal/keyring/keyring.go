@@ -64,6 +64,12 @@ type KeyState struct {
 	// not describe these limits (a rolling state read as a calendar one
 	// shows the day's amount unspent): its states are not taken.
 	limitsRev uint64
+	// keyRev is the KEYS sequence of the key event this edge applied last
+	// (0: unknown, as in tests). A balance folded under a later one
+	// (ahead) waits for it: its states are for limits this edge does not
+	// have yet.
+	keyRev uint64
+	ahead  *earlyBalance
 }
 
 // CanPredict and CanRead report the key's permissions (WRITE includes READ).
@@ -210,6 +216,15 @@ func (r *Ring) ApplyAt(k *eventsv1.Key, seq uint64) {
 	} else {
 		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
 	}
+	e.State.Mu.Lock()
+	e.State.keyRev = max(e.State.keyRev, seq)
+	ahead := e.State.ahead
+	if ahead != nil && ahead.kb.GetConfigRev() <= e.State.keyRev {
+		e.State.ahead = nil
+	} else {
+		ahead = nil
+	}
+	e.State.Mu.Unlock()
 	early, hasEarly := r.early[k.GetId()]
 	delete(r.early, k.GetId())
 	r.byID[k.GetId()] = e
@@ -224,6 +239,9 @@ func (r *Ring) ApplyAt(k *eventsv1.Key, seq uint64) {
 	r.mu.Unlock()
 	if hasEarly {
 		applyBalance(e.State, early.kb, early.instance, early.rev)
+	}
+	if ahead != nil {
+		applyBalance(e.State, ahead.kb, ahead.instance, ahead.rev)
 	}
 }
 

@@ -265,3 +265,42 @@ func TestBalanceWithoutALimitDoesNotChargeItAgain(t *testing.T) {
 		t.Errorf("requests used %d, want 3 (the balance's 2 and this edge's unfolded 1)", st.Used)
 	}
 }
+
+// A balance folded under a key event this edge has not read yet describes
+// limits it does not have: it waits for that event, then applies.
+func TestBalanceAheadOfTheKeyWaitsForIt(t *testing.T) {
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	rule := func(w eventsv1.Window) []*eventsv1.Limit {
+		return []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: w}}
+	}
+	k := testKey(t, "k1")
+	k.Limits = rule(eventsv1.Window_WINDOW_CALENDAR)
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.ApplyAt(k, 3)
+	e, _ := r.Get("k1")
+	e.State.Mu.Lock()
+	e.State.Limits.Debit(limits.Usage{Requests: 10}, testNow) // the day spent
+	e.State.Mu.Unlock()
+	state := func() limits.State {
+		e, _ := r.Get("k1")
+		e.State.Mu.Lock()
+		defer e.State.Mu.Unlock()
+		st, _ := e.State.Limits.State(id)
+		return st
+	}
+	// Metering folded under sequence 5 (the limit made rolling), which this
+	// edge has not read: a rolling state, Used 0, full bucket.
+	ahead := &eventsv1.KeyBalance{KeyId: "k1", ConfigRev: 5, UpdatedAt: timestamppb.New(testNow),
+		Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: 7, At: timestamppb.New(testNow)}}}
+	r.ApplyBalance(ahead, "edge-1", 1)
+	if st := state(); st.Used != 10 || st.Level != 0 {
+		t.Fatalf("state %+v after a balance ahead of the key, want the calendar day's 10 used, untouched", st)
+	}
+	k2 := proto.Clone(k).(*eventsv1.Key)
+	k2.Limits = rule(eventsv1.Window_WINDOW_ROLLING)
+	k2.UpdatedAt = timestamppb.New(testNow)
+	r.ApplyAt(k2, 5)
+	if st := state(); st.Level != 7 {
+		t.Fatalf("state %+v once the key event came, want the held balance's level 7", st)
+	}
+}
