@@ -337,11 +337,8 @@ func TestServerFraming(t *testing.T) {
 		body:    "hello",
 	}, {
 		// As below, without Content-Length: the body is read as empty.
-		name: "HTTP/1.0 keep-alive with chunks and no length closes",
-		handler: func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			w.Write(b)
-		},
+		name:    "HTTP/1.0 keep-alive with chunks and no length closes",
+		handler: echoBody,
 		request: "POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"23\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\r\n0\r\n\r\n",
 		proto:  "HTTP/1.0",
@@ -361,11 +358,8 @@ func TestServerFraming(t *testing.T) {
 		// http.ReadRequest drops Transfer-Encoding from HTTP/1.0 and frames
 		// the body by Content-Length; a proxy in front that went by the
 		// chunks would send "GET /smuggled" as a request of its own.
-		name: "HTTP/1.0 keep-alive with a body closes",
-		handler: func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			w.Write(b)
-		},
+		name:    "HTTP/1.0 keep-alive with a body closes",
+		handler: echoBody,
 		request: "POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"23\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\r\n0\r\n\r\n",
 		proto:  "HTTP/1.0",
@@ -453,6 +447,12 @@ func TestServerFraming(t *testing.T) {
 			}
 		})
 	}
+}
+
+// echoBody answers with the request's body.
+func echoBody(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Write(b)
 }
 
 func abbrev(b []byte) string {

@@ -182,14 +182,8 @@ func TestBalanceOfAWorkerWithASlowClockApplies(t *testing.T) {
 // as a calendar window shows the whole day unspent. Its states are not
 // taken until a balance folded under the new limits comes.
 func TestBalanceOfAnOlderConfigurationKeepsTheNewLimits(t *testing.T) {
-	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
-	rule := func(w eventsv1.Window) []*eventsv1.Limit {
-		return []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: w}}
-	}
-	k := testKey(t, "k1")
-	k.Limits = rule(eventsv1.Window_WINDOW_ROLLING)
-	r := New(testPepper, slog.New(slog.DiscardHandler))
-	r.ApplyAt(k, 1)
+	id, rule := requestsPerDay()
+	r, k := requestsPerDayRing(t, eventsv1.Window_WINDOW_ROLLING, 1)
 	spent := func(configRev uint64) *eventsv1.KeyBalance { // the day's 10 requests spent, as a rolling bucket
 		return &eventsv1.KeyBalance{KeyId: "k1", ConfigRev: configRev, UpdatedAt: timestamppb.New(testNow),
 			Limits: []*eventsv1.LimitBalance{{Metric: id.Metric, Interval: id.Interval, Level: 0, At: timestamppb.New(testNow)}}}
@@ -269,14 +263,8 @@ func TestBalanceWithoutALimitDoesNotChargeItAgain(t *testing.T) {
 // A balance folded under a key event this edge has not read yet describes
 // limits it does not have: it waits for that event, then applies.
 func TestBalanceAheadOfTheKeyWaitsForIt(t *testing.T) {
-	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
-	rule := func(w eventsv1.Window) []*eventsv1.Limit {
-		return []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: w}}
-	}
-	k := testKey(t, "k1")
-	k.Limits = rule(eventsv1.Window_WINDOW_CALENDAR)
-	r := New(testPepper, slog.New(slog.DiscardHandler))
-	r.ApplyAt(k, 3)
+	id, rule := requestsPerDay()
+	r, k := requestsPerDayRing(t, eventsv1.Window_WINDOW_CALENDAR, 3)
 	e, _ := r.Get("k1")
 	e.State.Mu.Lock()
 	e.State.Limits.Debit(limits.Usage{Requests: 10}, testNow) // the day spent
@@ -303,4 +291,24 @@ func TestBalanceAheadOfTheKeyWaitsForIt(t *testing.T) {
 	if st := state(); st.Level != 7 {
 		t.Fatalf("state %+v once the key event came, want the held balance's level 7", st)
 	}
+}
+
+// requestsPerDay is the limit ID of 10 requests a day, and its rule in a
+// window of the given kind.
+func requestsPerDay() (limits.ID, func(eventsv1.Window) []*eventsv1.Limit) {
+	id := limits.ID{Metric: eventsv1.Metric_METRIC_REQUESTS, Interval: eventsv1.Interval_INTERVAL_DAY}
+	return id, func(w eventsv1.Window) []*eventsv1.Limit {
+		return []*eventsv1.Limit{{Metric: id.Metric, Interval: id.Interval, Amount: 10, Window: w}}
+	}
+}
+
+// requestsPerDayRing is a ring holding key k1 with 10 requests a day in a
+// window of kind w, applied at KEYS sequence seq.
+func requestsPerDayRing(t *testing.T, w eventsv1.Window, seq uint64) (*Ring, *eventsv1.Key) {
+	_, rule := requestsPerDay()
+	k := testKey(t, "k1")
+	k.Limits = rule(w)
+	r := New(testPepper, slog.New(slog.DiscardHandler))
+	r.ApplyAt(k, seq)
+	return r, k
 }
