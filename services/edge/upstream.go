@@ -24,8 +24,22 @@ func newUpstream(headerTimeout time.Duration) *h1.Transport {
 		proxy = func(u *url.URL) (*url.URL, error) { return http.ProxyFromEnvironment(&http.Request{URL: u}) }
 	}
 	t := h1.New(headerTimeout, proxy)
-	t.Fallback = newTransport(headerTimeout)
+	t.Fallback = noAnswerFallback{newTransport(headerTimeout)}
 	return t
+}
+
+// noAnswerFallback makes net/http's response-header timeout h1.ErrNoAnswer,
+// so that a request sent through a proxy and not answered in time is
+// answered and metered as one sent directly (504, its input charged).
+// net/http's error is unexported; it is known by its message.
+type noAnswerFallback struct{ *http.Transport }
+
+func (f noAnswerFallback) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := f.Transport.RoundTrip(r)
+	if err != nil && strings.Contains(err.Error(), "timeout awaiting response headers") {
+		err = fmt.Errorf("%w: %w", h1.ErrNoAnswer, err)
+	}
+	return res, err
 }
 
 // proxyConfigured reports whether the environment names an HTTP proxy.
