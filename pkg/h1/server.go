@@ -246,13 +246,20 @@ func (s *Server) stopWatching() {
 	}
 }
 
-// closeIdle closes the connections waiting for a request and returns how
-// many connections are left.
+// newConnGrace is how long Shutdown lets a new connection send its first
+// request (net/http's figure): a client that has just connected has its
+// request on the way, and one closed under it is lost.
+const newConnGrace = 5 * time.Second
+
+// closeIdle closes the connections waiting for a request (new ones after
+// newConnGrace) and returns how many connections are left.
 func (s *Server) closeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := mono()
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateNew, stateClosed) {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) ||
+			now-c.since.Load() > int64(newConnGrace) && c.state.CompareAndSwap(stateNew, stateClosed) {
 			c.nc.Close()
 		}
 	}

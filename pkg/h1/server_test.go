@@ -907,6 +907,43 @@ func TestServerShutdownLetsRequestsFinish(t *testing.T) {
 	}
 }
 
+// A client that connected just before Shutdown began has its request on the
+// way: it is answered (with Connection: close), as net/http does, not cut
+// off with the idle connections.
+func TestServerShutdownAnswersANewConnectionsFirstRequest(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, &Server{Handler: http.HandlerFunc(srvEcho)})
+	c := dialRaw(t, ts.addr)
+	deadline := time.Now().Add(2 * time.Second)
+	for { // until the server holds the connection
+		ts.mu.Lock()
+		n := len(ts.conns)
+		ts.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not take the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // Shutdown has run closeIdle by now
+	c.send(get("/late"))
+	if res := c.want200("GET", "GET /late "); !res.Close {
+		t.Error("the answer during Shutdown does not close the connection")
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Shutdown did not return after the request")
+	}
+}
+
 func TestServerShutdownContextExpires(t *testing.T) {
 	t.Parallel()
 	started, cancelled := make(chan struct{}), make(chan struct{})
