@@ -929,7 +929,12 @@ func TestServerShutdownAnswersANewConnectionsFirstRequest(t *testing.T) {
 	}
 	shut := make(chan error, 1)
 	go func() { shut <- ts.Shutdown(context.Background()) }()
-	time.Sleep(50 * time.Millisecond) // Shutdown has run closeIdle by now
+	for !ts.shutdown.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	// Shutdown closes idle connections at once and then at least every
+	// 100 ms: by now it has looked at this one.
+	time.Sleep(150 * time.Millisecond)
 	c.send(get("/late"))
 	if res := c.want200("GET", "GET /late "); !res.Close {
 		t.Error("the answer during Shutdown does not close the connection")

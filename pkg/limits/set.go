@@ -201,13 +201,8 @@ func (s *Set) deny(left *[numIDs]int64, now time.Time) *Denial {
 // it used before it ended.
 func (s *Set) Settle(r Reservation, actual Usage, now time.Time) {
 	actual.Requests = 1
-	for i := range s.limits {
-		l := &s.limits[i]
-		if l.added <= r.gen {
-			l.reserved = max(l.reserved-r.held[l.idx], 0)
-		}
-		l.state = l.rule.Debit(l.state, actual.Of(l.rule.Metric), now)
-	}
+	s.Release(r)
+	s.Debit(actual, now)
 }
 
 // Release ends a request admitted by Reserve without debiting it: for a

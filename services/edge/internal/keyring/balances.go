@@ -27,16 +27,16 @@ type pendingUsage struct {
 // Spent records usage this edge settled and published as seq, so that it
 // can be subtracted from authoritative balances until metering folds it.
 // Call it with st.Mu held.
-// Folded reports whether metering's last balance applied here already
-// holds this edge's event seq; st.Mu is held.
-func (st *KeyState) Folded(seq uint64) bool { return st.folded.Seen(seq) }
-
 func (st *KeyState) Spent(seq uint64, at time.Time, u limits.Usage) {
 	if st.folded.Seen(seq) {
 		return // metering was faster than us
 	}
 	st.pending = append(st.pending, pendingUsage{seq: seq, at: at, usage: u})
 }
+
+// Folded reports whether metering's last balance applied here already
+// holds this edge's event seq; st.Mu is held.
+func (st *KeyState) Folded(seq uint64) bool { return st.folded.Seen(seq) }
 
 // progress mirrors metering's fold.Progress for this edge's partition.
 type progress struct {
@@ -108,12 +108,11 @@ func applyBalance(st *KeyState, kb *eventsv1.KeyBalance, instance string, rev ui
 	}
 	// Folded under the limits this edge has: its states replace the local
 	// ones, and this edge's usage it does not include is charged again on
-	// top. Folded under limits changed since: the local states stay (they
+	// them. Folded under limits changed since: the local states stay (they
 	// hold this edge's usage already) until a balance of the current limits
-	// comes, and only the folded usage leaves pending.
-	// Only the limits whose state was replaced get the pending usage
-	// again: a limit the balance lacks (metering has not seen the key, or
-	// the limit is newer) holds it already.
+	// comes, and only the folded usage leaves pending. Likewise a limit the
+	// balance lacks (metering has not seen the key, or the limit is newer)
+	// keeps its state and is not charged again.
 	var replaced []limits.ID
 	if kb.GetConfigRev() >= st.limitsRev {
 		for _, lb := range kb.GetLimits() {

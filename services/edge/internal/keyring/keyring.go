@@ -207,24 +207,23 @@ func (r *Ring) ApplyAt(k *eventsv1.Key, seq uint64) {
 	if old != nil {
 		e.State = old.State
 		r.forget(old)
-		e.State.Mu.Lock()
-		e.State.Limits.Reconfigure(k.GetLimits(), e.Location, k.GetUpdatedAt().AsTime())
-		if !limitsEqual(old, e) {
-			e.State.limitsRev = max(e.State.limitsRev, seq)
-		}
-		e.State.Mu.Unlock()
 	} else {
 		e.State = &KeyState{Limits: limits.NewKeySet(k.GetLimits(), e.Location, k.GetCreatedAt().AsTime())}
 	}
-	e.State.Mu.Lock()
-	e.State.keyRev = max(e.State.keyRev, seq)
-	ahead := e.State.ahead
-	if ahead != nil && ahead.kb.GetConfigRev() <= e.State.keyRev {
-		e.State.ahead = nil
-	} else {
-		ahead = nil
+	st := e.State
+	st.Mu.Lock()
+	if old != nil {
+		st.Limits.Reconfigure(k.GetLimits(), e.Location, k.GetUpdatedAt().AsTime())
+		if !limitsEqual(old, e) {
+			st.limitsRev = max(st.limitsRev, seq)
+		}
 	}
-	e.State.Mu.Unlock()
+	st.keyRev = max(st.keyRev, seq)
+	var ahead *earlyBalance // a balance that waited for this key event
+	if st.ahead != nil && st.ahead.kb.GetConfigRev() <= st.keyRev {
+		ahead, st.ahead = st.ahead, nil
+	}
+	st.Mu.Unlock()
 	early, hasEarly := r.early[k.GetId()]
 	delete(r.early, k.GetId())
 	r.byID[k.GetId()] = e
@@ -238,10 +237,10 @@ func (r *Ring) ApplyAt(k *eventsv1.Key, seq uint64) {
 	}
 	r.mu.Unlock()
 	if hasEarly {
-		applyBalance(e.State, early.kb, early.instance, early.rev)
+		applyBalance(st, early.kb, early.instance, early.rev)
 	}
 	if ahead != nil {
-		applyBalance(e.State, ahead.kb, ahead.instance, ahead.rev)
+		applyBalance(st, ahead.kb, ahead.instance, ahead.rev)
 	}
 }
 
@@ -299,17 +298,18 @@ func (r *Ring) Run(ctx context.Context, js jetstream.JetStream) error {
 			r.log.Warn("keyring: next", "err", err)
 			continue
 		}
+		var seq uint64
+		md, mdErr := msg.Metadata()
+		if mdErr == nil {
+			seq = md.Sequence.Stream
+		}
 		ev := new(eventsv1.KeyEvent)
 		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 			r.log.Error("keyring: undecodable key event skipped", "subject", msg.Subject(), "err", err)
 		} else {
-			var seq uint64
-			if md, err := msg.Metadata(); err == nil {
-				seq = md.Sequence.Stream
-			}
 			r.ApplyAt(ev.GetKey(), seq)
 		}
-		if md, err := msg.Metadata(); err == nil {
+		if mdErr == nil {
 			r.pos.Store(md.Sequence.Stream)
 			if md.Sequence.Stream >= target {
 				closeOnce(r.ready)
